@@ -1,0 +1,1 @@
+"""Diffusion math: SDEs, score-matching loss, predictor-corrector sampling, guidance (no NNI)."""

@@ -1,0 +1,164 @@
+"""The unconditional diffusion prior over the architectures of one space: score network + SDE.
+
+``DiffusionPrior`` is what a checkpoint holds and what samplers draw from. Training lives in
+:mod:`nni_diffusionnag.training`, guidance in :mod:`nni_diffusionnag.diffusion.guidance`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any, Callable, Dict, Optional
+
+import numpy as np
+import torch
+
+from .checkpoint import load_checkpoint, save_checkpoint
+from .diffusion.decoding import repair_decode, strict_decode
+from .diffusion.sampling import ScoreFn, get_score_fn, pc_sample
+from .diffusion.sde import SDE, VESDE, get_sde
+from .nn.score_net import ScoreNetConfig, ScoreNetwork
+from .space import GraphSpace, get_space
+
+__all__ = ["DiffusionPrior", "SamplerConfig", "GeneratedBatch", "resolve_device", "shipped_prior_path"]
+
+_logger = logging.getLogger(__name__)
+
+
+def resolve_device(device: str | torch.device | None = None) -> torch.device:
+    """``None``/``'auto'`` -> CUDA when available, else CPU; anything else is passed to torch."""
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+@dataclass(frozen=True)
+class SamplerConfig:
+    """Settings of the predictor-corrector sampler (see docs/benchmarks.md for the trade-off)."""
+
+    num_steps: int = 100
+    snr: float = 0.16
+    corrector_steps: int = 1
+    eps: float = 1e-5
+    batch_size: int = 1000  # graphs per reverse-SDE run; bounds memory
+
+    def __post_init__(self) -> None:
+        if self.num_steps < 1 or self.batch_size < 1 or self.corrector_steps < 0:
+            raise ValueError(f"invalid sampler settings: {self}")
+
+
+@dataclass
+class GeneratedBatch:
+    """Output of :meth:`DiffusionPrior.generate`.
+
+    ``types`` ``[B, N]`` are repaired (always members of the space); ``valid`` ``[B]`` says which
+    graphs were valid under the strict rule before repair; ``x`` ``[B, N, V]`` the raw features.
+    """
+
+    types: np.ndarray
+    valid: np.ndarray
+    x: torch.Tensor
+
+
+def shipped_prior_path(space_name: str) -> Path:
+    """Path of the prior shipped in the package for ``space_name``."""
+    return Path(str(resources.files("nni_diffusionnag") / "priors" / f"{space_name}.pt"))
+
+
+class DiffusionPrior:
+    """Score network + SDE for one :class:`~nni_diffusionnag.space.GraphSpace`.
+
+    Parameters
+    ----------
+    space
+        The graph space.
+    sde
+        Forward SDE; default VE with the authors' sigmas (0.1, 5.0).
+    net_config
+        Score network size.
+    device
+        ``None``/``'auto'`` picks CUDA when available.
+    """
+
+    def __init__(self, space: GraphSpace, sde: SDE | None = None, net_config: ScoreNetConfig | None = None,
+                 device: str | torch.device | None = None) -> None:
+        self.space = space
+        self.sde = sde or VESDE(0.1, 5.0)
+        self.net_config = net_config or ScoreNetConfig(log_noise=self.sde.kind == "ve")
+        self.device = resolve_device(device)
+        self.net = ScoreNetwork(space.num_types, space.adjacency, space.attention_mask(), self.net_config).to(self.device)
+        self.legal = torch.as_tensor(space.legal, device=self.device)
+        self.meta: Dict[str, Any] = {}
+
+    def score_fn(self) -> ScoreFn:
+        """Score function of the network as it is (call :meth:`eval` first when sampling)."""
+        return get_score_fn(self.sde, self.net)
+
+    def eval(self) -> "DiffusionPrior":
+        self.net.eval()
+        return self
+
+    @torch.no_grad()
+    def sample_features(self, n: int, config: SamplerConfig = SamplerConfig(), seed: int | None = None,
+                        score_fn: ScoreFn | None = None, progress: bool = False) -> torch.Tensor:
+        """Raw reverse-SDE samples ``[n, N, V]``. ``score_fn`` replaces the plain score (guidance)."""
+        self.net.eval()
+        gen = torch.Generator(device=self.device)
+        gen.manual_seed(int(seed) if seed is not None else int(torch.randint(0, 2**31 - 1, (1,))))
+        fn = score_fn or self.score_fn()
+        chunks = []
+        for start in range(0, n, config.batch_size):
+            b = min(config.batch_size, n - start)
+            shape = (b, self.space.num_nodes, self.space.num_types)
+            chunks.append(pc_sample(self.sde, fn, shape, config.num_steps, config.snr, config.corrector_steps,
+                                    config.eps, gen, self.device, progress=progress))
+        return torch.cat(chunks)
+
+    def generate(self, n: int, config: SamplerConfig = SamplerConfig(), seed: int | None = None,
+                 score_fn: ScoreFn | None = None, progress: bool = False) -> GeneratedBatch:
+        """Sample ``n`` graphs and decode them (strict validity + repaired types)."""
+        x = self.sample_features(n, config, seed, score_fn, progress)
+        valid, _ = strict_decode(x, self.legal)
+        types = repair_decode(x, self.legal)
+        return GeneratedBatch(types.cpu().numpy(), valid.cpu().numpy(), x)
+
+    # --- persistence ---------------------------------------------------------------------------
+    def save(self, path: str | os.PathLike, training: Dict[str, Any] | None = None) -> None:
+        payload: Dict[str, Any] = {
+            "sde": self.sde.to_dict(),
+            "score_net": self.net_config.to_dict(),
+            "attention_mask": "reachability",  # used for training and sampling alike
+            "state_dict": {k: v.detach().cpu() for k, v in self.net.state_dict().items()},
+            "meta": self.meta,
+        }
+        if training is not None:
+            payload["training"] = training
+        save_checkpoint(path, "prior", self.space.signature(), payload)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, space: GraphSpace | None = None,
+             device: str | torch.device | None = None) -> "DiffusionPrior":
+        """Load a prior; with ``space`` given, its signature must match the checkpoint's."""
+        ckpt = load_checkpoint(path, "prior", expected=space.signature() if space is not None else None)
+        if space is None:
+            space = get_space(ckpt["signature"]["name"])
+        sde_args = dict(ckpt["sde"])
+        sde = get_sde(sde_args.pop("kind"), **sde_args)
+        prior = cls(space, sde, ScoreNetConfig(**ckpt["score_net"]), device)
+        prior.net.load_state_dict(ckpt["state_dict"], strict=True)
+        prior.meta = dict(ckpt.get("meta", {}))
+        return prior.eval()
+
+    @classmethod
+    def shipped(cls, space: GraphSpace, device: str | torch.device | None = None) -> "DiffusionPrior":
+        """The prior shipped with the package for ``space`` (raises if there is none)."""
+        path = shipped_prior_path(space.name)
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"no shipped prior for space '{space.name}'; train one with "
+                f"`nni-diffusionnag train-prior --space {space.name} --output PATH`"
+            )
+        return cls.load(path, space, device)
