@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional
 
@@ -65,7 +64,7 @@ class GeneratedBatch:
 
 def shipped_prior_path(space_name: str) -> Path:
     """Path of the prior shipped in the package for ``space_name``."""
-    return Path(str(resources.files("nni_diffusionnag") / "priors" / f"{space_name}.pt"))
+    return Path(__file__).resolve().parent / "priors" / f"{space_name}.pt"
 
 
 class DiffusionPrior:

@@ -71,7 +71,8 @@ def train_prior(prior: DiffusionPrior, data: np.ndarray, config: TrainConfig = T
 
     At the end ``prior.net`` holds the EMA weights (the ones to sample with). With ``checkpoint``,
     a resumable checkpoint is written every ``config.checkpoint_every`` steps and at the end; if
-    ``resume`` and the file exists, training continues from it.
+    ``resume`` and the file exists, training continues from it (also past a finished run, when
+    ``config.steps`` is larger). ``prior.meta`` is saved with it.
     """
     device = prior.device
     data_t = torch.as_tensor(np.asarray(data), dtype=torch.long, device=device)
@@ -94,7 +95,8 @@ def train_prior(prior: DiffusionPrior, data: np.ndarray, config: TrainConfig = T
         ckpt = load_checkpoint(ckpt_path, "prior", expected=prior.space.signature(), map_location=device)
         state = ckpt.get("training")
         if state is None:
-            raise ValueError(f"'{ckpt_path}' is a finished prior without training state; pass another --output")
+            raise ValueError(f"'{ckpt_path}' holds a prior without training state (saved with --strip); "
+                             "pass another --output or --no-resume")
         net.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         ema.model.load_state_dict(ckpt["state_dict"])
@@ -107,7 +109,7 @@ def train_prior(prior: DiffusionPrior, data: np.ndarray, config: TrainConfig = T
             return
         raw = copy.deepcopy(net.state_dict())
         prior.net.load_state_dict(ema.model.state_dict())
-        prior.meta = {"train": asdict(config), "train_steps": step, "final_loss": float(np.mean(losses[-100:]))}
+        prior.meta.update(train=asdict(config), train_steps=step, final_loss=float(np.mean(losses[-100:])))
         prior.save(ckpt_path, training={
             "model": {k: v.cpu() for k, v in raw.items()}, "optimizer": opt.state_dict(), "step": step,
             "ema_updates": ema.num_updates, "losses": losses, "rng": gen.get_state().cpu(),
@@ -138,6 +140,6 @@ def train_prior(prior: DiffusionPrior, data: np.ndarray, config: TrainConfig = T
                  float(np.mean(losses[-100:])) if losses else float("nan"))
     save()
     prior.net.load_state_dict(ema.model.state_dict())
-    prior.meta = {"train": asdict(config), "train_steps": step, "final_loss": float(np.mean(losses[-100:]))}
+    prior.meta.update(train=asdict(config), train_steps=step, final_loss=float(np.mean(losses[-100:])))
     prior.net.eval()
     return losses

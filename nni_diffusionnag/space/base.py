@@ -154,6 +154,11 @@ class GraphSpace:
     def num_types(self) -> int:
         return len(self.node_types)
 
+    @property
+    def signature_labels(self) -> Tuple[str, ...]:
+        """Labels recorded in the signature (a space whose labels are only names may canonicalise them)."""
+        return self.labels
+
     def attention_mask(self) -> np.ndarray:
         """``[N, N]`` bool reachability mask (see :func:`reachability`)."""
         return reachability(self.adjacency)
@@ -164,7 +169,7 @@ class GraphSpace:
             node_types=self.node_types,
             num_nodes=self.num_nodes,
             adjacency=tuple(tuple(int(v) for v in r) for r in self.adjacency),
-            labels=self.labels,
+            labels=self.signature_labels,
             extra=self._extra,
         )
 

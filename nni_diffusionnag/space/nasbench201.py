@@ -66,6 +66,26 @@ class NasBench201Space(GraphSpace):
         super().__init__("nasbench201", NODE_TYPES, _adjacency(), legal, labels)
         self._label_index = {lab: a for a, lab in enumerate(labels)}
 
+    @property
+    def signature_labels(self) -> Tuple[str, ...]:
+        # The label prefix is a naming detail of the model (label_scope); a prior is the same.
+        return tuple(f"cell/{i}_{j}" for i, j in EDGES)
+
+    @classmethod
+    def match(cls, mutables: Mapping[str, Any]) -> "NasBench201Space | None":
+        """The space for ``model_space.simplify()`` output if it is NB201's (any label prefix)."""
+        keys = list(mutables)
+        if len(keys) != len(EDGES) or not keys[0].endswith("0_1"):
+            return None
+        prefix = keys[0][: -len("0_1")]
+        space = cls(prefix)
+        if tuple(keys) != space.labels:
+            return None
+        for mutable in mutables.values():
+            if tuple(getattr(mutable, "values", ())) != NNI_OPS:
+                return None
+        return space
+
     # --- NNI sample <-> types ----------------------------------------------------------------
     def sample_to_types(self, sample: Mapping[str, Any]) -> np.ndarray:
         missing = [lab for lab in self.labels if lab not in sample]

@@ -1,0 +1,1 @@
+"""Benchmarks behind docs/benchmarks.md: ``nni-diffusionnag bench {generate,guidance,search}``."""

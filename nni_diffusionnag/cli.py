@@ -1,0 +1,175 @@
+"""Command line: ``nni-diffusionnag {train-prior, generate, bench}``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import List, Optional
+
+import numpy as np
+
+__all__ = ["main"]
+
+_logger = logging.getLogger("nni_diffusionnag.cli")
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--space", default="nasbench201", help="search space name (default: nasbench201)")
+    p.add_argument("--device", default="auto", help="'auto' (CUDA when available), 'cpu', 'cuda', 'cuda:1', ...")
+    p.add_argument("--seed", type=int, default=0)
+
+
+def _cmd_train_prior(args: argparse.Namespace) -> int:
+    import torch
+
+    from .prior import DiffusionPrior
+    from .space import get_space
+    from .training import TrainConfig, train_prior
+
+    space = get_space(args.space)
+    data = space.enumerate_types()
+    if data is None:
+        raise SystemExit(f"space '{space.name}' cannot be enumerated; train its prior from samples (not yet supported here)")
+    if args.train_size:
+        rng = np.random.default_rng(args.seed)
+        data = data[rng.choice(len(data), size=min(args.train_size, len(data)), replace=False)]
+    config = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                         checkpoint_every=args.checkpoint_every)
+    prior = DiffusionPrior(space, device=args.device)
+    torch.manual_seed(args.seed)
+    _logger.info("training a prior for %s on %d graphs (%s), %d steps -> %s",
+                 space.name, len(data), prior.device, config.steps, args.output)
+    prior.meta["train_types"] = data.astype(np.uint8).tolist() if args.train_size else "all"
+    t0 = time.time()
+    train_prior(prior, data, config, checkpoint=args.output, resume=not args.no_resume)
+    if args.strip:  # EMA weights only: the small file we ship as package data
+        prior.meta["train_seconds"] = round(time.time() - t0, 1)
+        prior.save(args.output)
+    print(f"prior saved to {args.output} ({Path(args.output).stat().st_size / 1e6:.2f} MB)")
+    return 0
+
+
+def _cmd_generate(args: argparse.Namespace) -> int:
+    from .prior import DiffusionPrior, SamplerConfig
+    from .quality import format_report, quality_report
+    from .space import get_space
+
+    space = get_space(args.space)
+    prior = DiffusionPrior.load(args.prior, space, args.device) if args.prior else DiffusionPrior.shipped(space, args.device)
+    config = SamplerConfig(num_steps=args.steps, batch_size=args.batch_size)
+    t0 = time.time()
+    batch = prior.generate(args.n, config, seed=args.seed, progress=True)
+    seconds = time.time() - t0
+    out = sys.stdout if args.output == "-" else open(args.output, "w")
+    try:
+        for types, valid in zip(batch.types, batch.valid):
+            row = {"sample": space.types_to_sample(types), "valid": bool(valid)}
+            if hasattr(space, "types_to_arch"):
+                row["arch"] = space.types_to_arch(types)
+            out.write(json.dumps(row) + "\n")
+    finally:
+        if out is not sys.stdout:
+            out.close()
+    train = prior.meta.get("train_types")
+    train_types = space.enumerate_types() if train == "all" else (np.asarray(train) if train is not None else None)
+    report = quality_report(space, batch.types, batch.valid, train_types)
+    print(format_report(report, space), file=sys.stderr)
+    if train == "all":
+        print("(novelty is 0 by construction: this prior was trained on every graph of the space)", file=sys.stderr)
+    print(_freq_table(report, space), file=sys.stderr)
+    print(f"generated {args.n} graphs in {seconds:.1f} s on {prior.device} "
+          f"({config.num_steps} PC steps){'' if args.output == '-' else ' -> ' + args.output}", file=sys.stderr)
+    return 0
+
+
+def _freq_table(report: dict, space) -> str:
+    """Per-node type frequencies, only the legal types of nodes that have a choice."""
+    legal = space.legal
+    cols = [v for v in range(space.num_types) if legal[:, v].any() and legal[legal[:, v]].sum(1).min() > 1]
+    head = "node  " + " ".join(f"{space.node_types[v][:12]:>12}" for v in cols) + "     TV"
+    rows = [head]
+    for i in range(space.num_nodes):
+        if legal[i].sum() > 1:
+            rows.append(f"{i:>4}  " + " ".join(f"{report['freq'][i][v]:>12.3f}" for v in cols) + f"  {report['tv'][i]:.3f}")
+    return "\n".join(rows)
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    if args.which == "generate":
+        from .bench.generate import run_generate_bench, summarize
+
+        result = run_generate_bench(args.output, args.space, n=args.n, seeds=args.seeds or 3, prior_path=args.prior,
+                                    device=args.device)
+    elif args.which == "guidance":
+        from .bench.guidance import run_guidance_bench, summarize
+
+        if not args.table:
+            raise SystemExit("bench guidance needs --table PATH (e.g. ../shared/data/nb201/nb201_test_acc.csv)")
+        result = run_guidance_bench(args.table, args.output, seeds=args.seeds or 5, prior_path=args.prior, device=args.device)
+    else:
+        from .bench.search import run_search_bench, summarize
+
+        if not args.table:
+            raise SystemExit("bench search needs --table PATH (e.g. ../shared/data/nb201/nb201_test_acc.csv)")
+        result = run_search_bench(args.table, args.column, args.output, seeds=args.seeds or 10, budget=args.budget,
+                                  strategies=args.strategies.split(","), prior_path=args.prior, device=args.device)
+    print(summarize(result))
+    print(f"results written under {args.output}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="nni-diffusionnag", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train-prior", help="train the diffusion prior of a space (resumable)")
+    _add_common(p)
+    p.add_argument("--output", required=True, help="checkpoint path; an unfinished one is resumed")
+    p.add_argument("--steps", type=int, default=6000)
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--checkpoint-every", type=int, default=500)
+    p.add_argument("--train-size", type=int, default=0, help="train on a random subset of this many graphs (0: all)")
+    p.add_argument("--no-resume", action="store_true", help="start afresh even if --output exists")
+    p.add_argument("--strip", action="store_true", help="drop the optimiser state at the end (for shipping)")
+    p.set_defaults(func=_cmd_train_prior)
+
+    p = sub.add_parser("generate", help="generate architectures with a prior and print quality figures")
+    _add_common(p)
+    p.add_argument("-n", type=int, default=1000, help="number of architectures")
+    p.add_argument("--output", default="-", help="JSON lines file ('-': stdout)")
+    p.add_argument("--prior", default=None, help="prior checkpoint (default: the one shipped for --space)")
+    p.add_argument("--steps", type=int, default=100, help="predictor-corrector steps")
+    p.add_argument("--batch-size", type=int, default=1000)
+    p.set_defaults(func=_cmd_generate)
+
+    p = sub.add_parser("bench", help="benchmarks behind docs/benchmarks.md (JSON + PNG)")
+    p.add_argument("which", choices=["generate", "guidance", "search"])
+    p.add_argument("--space", default="nasbench201")
+    p.add_argument("--table", default=None, help="NB201 table CSV (guidance, search)")
+    p.add_argument("--column", default="cifar10_test_acc", help="table column to maximise (search)")
+    p.add_argument("--output", default="bench-out", help="folder for the JSON and PNG")
+    p.add_argument("--prior", default=None, help="prior checkpoint (default: shipped)")
+    p.add_argument("--seeds", type=int, default=None, help="number of seeds (default per benchmark)")
+    p.add_argument("--budget", type=int, default=300, help="trained architectures per search (search)")
+    p.add_argument("--strategies", default="DiffusionNAG,Random,RegularizedEvolution,TPE", help="search: comma list")
+    p.add_argument("-n", type=int, default=1000, help="graphs per run (generate)")
+    p.add_argument("--device", default="cpu", help="generator device (default cpu, for comparable timings)")
+    p.set_defaults(func=_cmd_bench)
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,182 @@
+"""The guided generator: prior + surrogate + constraints -> proposed architectures.
+
+This is the one core shared by the NNI strategy and the NNI tuner: ``fit`` a surrogate on the
+(architecture, value) pairs seen so far, ``generate`` a batch with the prior guided by an
+acquisition of that surrogate and by cost constraints, and ``propose`` the best new ones.
+Nothing here imports NNI.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Collection, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+
+from .diffusion.decoding import to_features
+from .diffusion.guidance import GuidanceTerm, budget_penalty, expected_improvement, guided_score_fn, ucb
+from .nn.surrogate import SurrogateConfig, SurrogateEnsemble, fit_surrogate
+from .prior import DiffusionPrior, GeneratedBatch, SamplerConfig
+
+__all__ = ["Constraint", "GuidedGenerator", "ACQUISITIONS"]
+
+_logger = logging.getLogger(__name__)
+
+ACQUISITIONS = ("mean", "ucb", "ei")
+# Guidance push relative to the prior's pull (see diffusion/guidance.py); chosen by the scale
+# sweep of `nni-diffusionnag bench guidance` (docs/benchmarks.md): larger collapses diversity.
+DEFAULT_SCALE = 0.3
+
+
+@dataclass(frozen=True)
+class Constraint:
+    """A cost budget ``exact(types) <= budget``.
+
+    ``relaxed(x) -> [B]`` is a differentiable version of the cost on (noisy) features ``[B, N, V]``
+    used for guidance; ``exact(types) -> [B]`` decides membership afterwards.
+    """
+
+    name: str
+    budget: float
+    relaxed: Callable[[torch.Tensor], torch.Tensor]
+    exact: Callable[[np.ndarray], np.ndarray]
+    scale: float = 1.0
+
+    def satisfied(self, types: np.ndarray) -> np.ndarray:
+        return self.exact(types) <= self.budget
+
+
+class GuidedGenerator:
+    """Guided diffusion generation for one space.
+
+    Parameters
+    ----------
+    prior
+        The unconditional prior of the space.
+    surrogate_config
+        Size/training of the surrogate ensemble.
+    sampler
+        Predictor-corrector settings.
+    constraints
+        Budgets applied to every generation (guided towards, then enforced).
+    seed
+        Seed of the generator's own random streams.
+    """
+
+    def __init__(self, prior: DiffusionPrior, surrogate_config: SurrogateConfig = SurrogateConfig(),
+                 sampler: SamplerConfig = SamplerConfig(), constraints: Sequence[Constraint] = (),
+                 seed: int = 0) -> None:
+        self.prior = prior.eval()
+        self.space = prior.space
+        self.sde = prior.sde
+        self.device = prior.device
+        self.sampler = sampler
+        self.constraints = list(constraints)
+        self.surrogate_config = surrogate_config
+        self.surrogate: Optional[SurrogateEnsemble] = None
+        self.best_value: Optional[float] = None
+        self._seed = seed
+        self._calls = 0
+
+    # --- surrogate -----------------------------------------------------------------------------
+    def features(self, types: np.ndarray) -> torch.Tensor:
+        return to_features(torch.as_tensor(np.asarray(types), dtype=torch.long, device=self.device), self.space.num_types)
+
+    def fit(self, types: np.ndarray, values: np.ndarray, warm_start: bool = False) -> float:
+        """Fit the surrogate ensemble on graphs ``[M, N]`` and values ``[M]`` (to maximise)."""
+        values = np.asarray(values, dtype=np.float64)
+        if self.surrogate is None:
+            self.surrogate = SurrogateEnsemble(self.space.num_types, self.space.adjacency, self.surrogate_config,
+                                               log_noise=self.sde.kind == "ve").to(self.device)
+            warm_start = False
+        t0 = time.time()
+        loss = fit_surrogate(self.surrogate, self.features(types), torch.as_tensor(values, device=self.device),
+                             self.sde, seed=self._seed + len(values), warm_start=warm_start)
+        self.best_value = float(values.max())
+        _logger.debug("surrogate fitted on %d points in %.2f s (mse %.3f)", len(values), time.time() - t0, loss)
+        return loss
+
+    @torch.no_grad()
+    def predict(self, types: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+        """Surrogate mean and std of clean graphs ``[B, N]``."""
+        if self.surrogate is None:
+            raise RuntimeError("the surrogate is not fitted yet: call fit() with some results first")
+        x = self.features(types)
+        level = self.sde.noise_level(torch.full((len(x),), self.sampler.eps, device=self.device))
+        mean, std = self.surrogate(x, level)
+        return mean.cpu().numpy(), std.cpu().numpy()
+
+    def acquisition(self, mean: torch.Tensor, std: torch.Tensor, kind: str, kappa: float) -> torch.Tensor:
+        if kind == "mean":
+            return mean
+        if kind == "ucb":
+            return ucb(mean, std, kappa)
+        if kind == "ei":
+            return expected_improvement(mean, std, self.best_value if self.best_value is not None else 0.0)
+        raise ValueError(f"unknown acquisition {kind!r}; choose one of {ACQUISITIONS}")
+
+    # --- generation ----------------------------------------------------------------------------
+    def guidance_terms(self, scale: float, acquisition: str = "mean", kappa: float = 1.0) -> List[GuidanceTerm]:
+        terms: List[GuidanceTerm] = []
+        if scale and self.surrogate is not None:
+            surrogate, sde = self.surrogate, self.sde
+            scale_y = float(surrogate.y_std)
+
+            def value(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+                mean, std = surrogate(x, sde.noise_level(t))
+                return self.acquisition(mean, std, acquisition, kappa) / scale_y
+
+            terms.append(GuidanceTerm(value, scale, f"surrogate-{acquisition}"))
+        for c in self.constraints:
+            terms.append(GuidanceTerm(lambda x, t, c=c: budget_penalty(c.relaxed(x), c.budget), c.scale, c.name))
+        return terms
+
+    def generate(self, n: int, scale: float = DEFAULT_SCALE, acquisition: str = "mean", kappa: float = 1.0,
+                 seed: Optional[int] = None, progress: bool = False) -> GeneratedBatch:
+        """``n`` graphs from the prior guided by the surrogate (``scale``; 0 = unguided) and the
+        constraints. Before the surrogate is fitted only the constraints guide."""
+        if acquisition not in ACQUISITIONS:
+            raise ValueError(f"unknown acquisition {acquisition!r}; choose one of {ACQUISITIONS}")
+        self._calls += 1
+        seed = self._seed * 100003 + self._calls if seed is None else seed
+        terms = self.guidance_terms(scale, acquisition, kappa)
+        score_fn = guided_score_fn(self.prior.score_fn(), terms)
+        if self.surrogate is not None:
+            self.surrogate.eval()
+        return self.prior.generate(n, self.sampler, seed=seed, score_fn=score_fn, progress=progress)
+
+    def propose(self, k: int, exclude: Collection[Tuple[int, ...]] = (), n_candidates: int = 200,
+                scale: float = DEFAULT_SCALE, acquisition: str = "ucb", kappa: float = 1.0, max_rounds: int = 5,
+                seed: Optional[int] = None) -> np.ndarray:
+        """Up to ``k`` new graphs ``[k', N]``: generated with guidance, de-duplicated against
+        ``exclude`` (keys from ``space.key``) and each other, filtered by the constraints, then
+        ranked by the acquisition (by generation order while no surrogate is fitted).
+
+        Rounds of ``n_candidates`` are generated until ``k`` survive or ``max_rounds`` is reached;
+        each round halves the guidance scale, so a surrogate that pulls everything to a few
+        already-seen graphs cannot stall the search.
+        """
+        seen = set(exclude)
+        pool: List[np.ndarray] = []
+        for r in range(max_rounds):
+            batch = self.generate(n_candidates, scale / (2**r), acquisition, kappa,
+                                  seed=None if seed is None else seed + r)
+            for types in batch.types:
+                key = self.space.key(types)
+                if key in seen or not all(c.satisfied(types[None])[0] for c in self.constraints):
+                    continue
+                seen.add(key)
+                pool.append(types)
+            if len(pool) >= k * 2 or (self.surrogate is None and len(pool) >= k):
+                break
+        if not pool:
+            return np.zeros((0, self.space.num_nodes), dtype=np.int64)
+        cand = np.stack(pool)
+        if self.surrogate is not None:
+            mean, std = self.predict(cand)
+            acq = self.acquisition(torch.as_tensor(mean), torch.as_tensor(std), acquisition, kappa).numpy()
+            cand = cand[np.argsort(-acq, kind="stable")]
+        return cand[:k]

@@ -1,0 +1,38 @@
+import os
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+
+warnings.filterwarnings("ignore", message=".*is found to be not a nn.Module.*")
+# One thread: tests share two cores with NNI trial processes, and oversubscribed torch
+# threads slow a small model down by orders of magnitude.
+torch.set_num_threads(1)
+
+SHARED_NB201 = Path(__file__).resolve().parents[2] / "shared" / "data" / "nb201" / "nb201_test_acc.csv"
+
+
+@pytest.fixture(scope="session")
+def nb201_csv() -> Path:
+    """The NB201 table from ../shared/data (or $NB201_CSV); never committed into the project."""
+    path = Path(os.environ.get("NB201_CSV", SHARED_NB201))
+    if not path.is_file():
+        pytest.skip(f"NB201 table not found at {path}; set NB201_CSV")
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_prior_path(tmp_path_factory) -> Path:
+    """A prior for NB201 trained for a few steps: enough to exercise code paths, not quality."""
+    from nni_diffusionnag.prior import DiffusionPrior
+    from nni_diffusionnag.nn.score_net import ScoreNetConfig
+    from nni_diffusionnag.space import NasBench201Space
+    from nni_diffusionnag.training import TrainConfig, train_prior
+
+    space = NasBench201Space()
+    prior = DiffusionPrior(space, net_config=ScoreNetConfig(num_layers=1, d_model=32, num_heads=2, d_ff=64), device="cpu")
+    train_prior(prior, space.enumerate_types(), TrainConfig(steps=150, batch_size=128, lr=3e-3, warmup=10), progress=False)
+    path = tmp_path_factory.mktemp("prior") / "tiny.pt"
+    prior.save(path)
+    return path
