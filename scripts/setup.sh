@@ -31,10 +31,10 @@ print("yes" if any(n.startswith("nvidia-") or "+cu" in v for n, v in pkgs) else 
     else
       pip_install "torch==$TORCH_VERSION" --index-url "${TORCH_CPU_INDEX:-https://download.pytorch.org/whl/cpu}"
     fi
-    if "$VPY" -c "import sys, torch; sys.exit(torch.version.cuda is not None)"; then :; else
+    if "$VPY" -W ignore -c "import sys, torch; sys.exit(torch.version.cuda is not None)"; then :; else
       echo "[setup] warning: the installed torch is a CUDA build" >&2
     fi
   fi
 fi
 pip_install -e ".[test,examples]"
-echo "[setup] ready: $("$VPY" -c 'import torch, nni; print("torch", torch.__version__, "| nni", nni.__version__)')"
+echo "[setup] ready: $("$VPY" -W ignore -c 'import torch, nni; print("torch", torch.__version__, "| nni", nni.__version__)')"
