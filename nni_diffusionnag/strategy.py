@@ -110,10 +110,10 @@ class DiffusionNAG(Strategy):
     >>> exp = NasExperiment(NasBench201(), evaluator, DiffusionNAG(batch_size=8))  # doctest: +SKIP
     """
 
-    def __init__(self, *, prior: Optional[str] = None, batch_size: int = 5, warmup: int = 10, n_candidates: int = 200,
+    def __init__(self, *, prior: Optional[str] = None, batch_size: int = 5, warmup: int = 10, n_candidates: int = 100,
                  scale: float = DEFAULT_SCALE, acquisition: str = "ucb", kappa: float = 1.0,
                  optimize_mode: str = "maximize", constraints: Sequence[Constraint] = (),
-                 surrogate: SurrogateConfig = SurrogateConfig(), sampler: SamplerConfig = SamplerConfig(num_steps=50),
+                 surrogate: SurrogateConfig = SurrogateConfig(), sampler: SamplerConfig = SamplerConfig(num_steps=30),
                  device: str = "auto", seed: Optional[int] = None, patience: int = 3) -> None:
         super().__init__()
         if optimize_mode not in ("maximize", "minimize"):

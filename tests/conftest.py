@@ -1,4 +1,5 @@
 import os
+import socket
 import warnings
 from pathlib import Path
 
@@ -36,3 +37,10 @@ def tiny_prior_path(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("prior") / "tiny.pt"
     prior.save(path)
     return path
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on now (for NNI managers started by tests)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]

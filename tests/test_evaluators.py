@@ -5,8 +5,6 @@ from __future__ import annotations
 import _thread
 import csv
 import json
-import os
-import socket
 import threading
 import time
 from pathlib import Path
@@ -16,6 +14,7 @@ import pytest
 import torch
 
 from nni_diffusionnag import compat
+from conftest import free_port
 from nni_diffusionnag.evaluators import NB201Table, TabularEvaluator, load_nb201_table, train_digits
 
 import nni  # noqa: E402  (after our modules: they install the warnings filter first)
@@ -26,16 +25,11 @@ from nni.nas.hub.pytorch import NasBench201  # noqa: E402
 from nni.nas.space import ModelStatus, SimplifiedModelSpace  # noqa: E402
 from nni.nas.strategy import Random  # noqa: E402
 
-SHARED_CSV = Path(__file__).resolve().parents[2] / "shared/data/nb201/nb201_test_acc.csv"
 
 
 @pytest.fixture(scope="module")
-def table_csv() -> Path:
-    """The shared NB201 table (override with $NB201_CSV)."""
-    path = Path(os.environ.get("NB201_CSV", SHARED_CSV))
-    if not path.is_file():
-        pytest.skip(f"NB201 table {path} does not exist (set NB201_CSV to its path)")
-    return path
+def table_csv(nb201_csv) -> Path:
+    return nb201_csv
 
 
 def _first_rows(path: Path, n: int):
@@ -180,10 +174,6 @@ def test_train_digits_returns_accuracy_and_checks_outputs():
 
 
 # --- a real 'ts' experiment -------------------------------------------------------------------------
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("localhost", 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.slow
@@ -202,7 +192,7 @@ def test_tabular_evaluator_in_ts_experiment(table_csv, tmp_path):
     watchdog = threading.Timer(240, _thread.interrupt_main)
     watchdog.start()
     try:
-        finished = exp.run(port=_free_port())
+        finished = exp.run(port=free_port())
         watchdog.cancel()
         assert finished is True, "the experiment did not finish (watchdog or error)"
         models = exp.export_top_models(top_k=10)

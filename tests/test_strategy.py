@@ -1,0 +1,210 @@
+"""The DiffusionNAG strategy on NNI's engines (sequential here; the 'ts' engine in the slow tests)."""
+
+from __future__ import annotations
+
+import _thread
+import math
+import threading
+import uuid
+
+import numpy as np
+import pytest
+
+from nni_diffusionnag import compat
+from nni_diffusionnag.strategy import DiffusionNAG, scalar_metric
+
+import nni  # noqa: E402
+from nni.nas.evaluator import Evaluator  # noqa: E402
+from nni.nas.execution import SequentialExecutionEngine  # noqa: E402
+from nni.nas.experiment import NasExperimentConfig  # noqa: E402
+from nni.nas.hub.pytorch import NasBench201  # noqa: E402
+from nni.nas.space import SimplifiedModelSpace  # noqa: E402
+
+from conftest import free_port  # noqa: E402
+from nni_diffusionnag.evaluators import TabularEvaluator  # noqa: E402
+from nni_diffusionnag.nn.surrogate import SurrogateConfig  # noqa: E402
+from nni_diffusionnag.prior import SamplerConfig  # noqa: E402
+
+FAST = dict(surrogate=SurrogateConfig(hidden=16, steps=60, ensemble=3), sampler=SamplerConfig(num_steps=10),
+            n_candidates=40, device="cpu")
+
+
+@nni.trace
+class FlakyEvaluator(Evaluator):
+    """Counts conv_3x3 edges; fails, reports NaN, None or a dict without 'default' for some cells."""
+
+    def _execute(self, model):
+        ops = [model.sample[k] for k in sorted(model.sample)]
+        convs = ops.count("conv_3x3")
+        tag = ops[0]
+        if tag == "none":
+            raise RuntimeError("simulated trial failure")
+        if tag == "skip_connect":
+            nni.report_final_result(float("nan"))
+        elif tag == "avg_pool_3x3":
+            nni.report_final_result({"accuracy": convs})
+        else:
+            nni.report_final_result({"default": float(convs), "other": 1.0})
+
+
+@pytest.fixture(autouse=True)
+def _reset_trial_params():
+    yield
+    nni.trial._params = None  # NNI's sequential engine leaves these set
+
+
+def _space(evaluator):
+    return SimplifiedModelSpace.from_model(NasBench201(), evaluator)
+
+
+def test_scalar_metric():
+    assert scalar_metric(3) == 3.0 and scalar_metric({"default": 2, "x": 1}) == 2.0
+    for bad in (None, float("nan"), math.inf, {"acc": 1.0}, "abc"):
+        assert scalar_metric(bad) is None
+
+
+def test_bad_arguments_fail_early():
+    with pytest.raises(ValueError, match="optimize_mode"):
+        DiffusionNAG(optimize_mode="max")
+    with pytest.raises(ValueError, match="batch_size"):
+        DiffusionNAG(batch_size=0)
+
+
+def test_unsupported_space_is_named():
+    from nni.nas.nn.pytorch import LayerChoice, ModelSpace
+    import torch.nn as tnn
+
+    from nni_diffusionnag.exceptions import UnsupportedSpaceError
+
+    class Toy(ModelSpace):
+        def __init__(self):
+            super().__init__()
+            self.op = LayerChoice([tnn.Conv2d(3, 3, 1), tnn.Identity()], label="my_op")
+
+        def forward(self, x):
+            return self.op(x)
+
+    strategy = DiffusionNAG(seed=0, **FAST)
+    with pytest.raises(UnsupportedSpaceError, match="my_op"):
+        strategy(SimplifiedModelSpace.from_model(Toy(), FlakyEvaluator()), SequentialExecutionEngine(max_model_count=2))
+
+
+def test_search_improves_over_its_first_batch(nb201_csv):
+    strategy = DiffusionNAG(seed=0, warmup=10, batch_size=5, **FAST)
+    assert repr(strategy).startswith("DiffusionNAG(batch_size=5, warmup=10")
+    strategy(_space(TabularEvaluator(str(nb201_csv), "cifar10_test_acc")), SequentialExecutionEngine(max_model_count=40))
+    values = [r["metric"] for r in strategy.history()]
+    assert len(values) == 40
+    assert len({tuple(sorted(r["sample"].items())) for r in strategy.history()}) == 40  # no duplicates
+    assert np.mean(values[10:]) > np.mean(values[:10]) + 1.0  # guided rounds beat the unguided warm-up
+    assert max(values[10:]) >= max(values[:10])
+    with pytest.raises(RuntimeError):  # a strategy runs once (NNI's lifecycle)
+        strategy(_space(TabularEvaluator(str(nb201_csv), "cifar10_test_acc")), SequentialExecutionEngine(max_model_count=2))
+
+
+def test_minimize_mode(nb201_csv):
+    strategy = DiffusionNAG(seed=1, warmup=10, batch_size=5, optimize_mode="minimize", **FAST)
+    strategy(_space(TabularEvaluator(str(nb201_csv), "cifar10_test_acc")), SequentialExecutionEngine(max_model_count=30))
+    values = [r["metric"] for r in strategy.history()]
+    assert np.mean(values[10:]) < np.mean(values[:10])
+
+
+def test_failed_and_nan_trials_do_not_stop_the_search():
+    strategy = DiffusionNAG(seed=0, warmup=8, batch_size=4, **FAST)
+    engine = SequentialExecutionEngine(max_model_count=30, continue_on_failure=True)
+    strategy(_space(FlakyEvaluator()), engine)
+    state = strategy.state_dict()
+    reasons = [why for _, why in state["failed"]]
+    assert len(state["submitted"]) == 30  # the search used its whole budget
+    assert any("trial failed" in r for r in reasons)
+    assert any("unusable metric" in r for r in reasons)
+    assert all(np.isfinite(v) for _, v in state["history"])
+    assert len(state["history"]) + len({tuple(k) for k, _ in state["failed"]}) >= 30
+    first_ops = {r["sample"]["cell/0_1"] for r in strategy.history()}
+    assert first_ops <= {"conv_1x1", "conv_3x3"}  # only the good results were learned
+
+
+def test_state_dict_round_trip_keeps_history_and_surrogate(nb201_csv):
+    evaluator = TabularEvaluator(str(nb201_csv), "cifar100_test_acc")
+    first = DiffusionNAG(seed=3, warmup=8, batch_size=4, **FAST)
+    first(_space(evaluator), SequentialExecutionEngine(max_model_count=16))
+    state = first.state_dict()
+    probe = first.space.enumerate_types()[::997]
+    before = first.generator.predict(probe)[0]
+
+    second = DiffusionNAG(seed=99, warmup=8, batch_size=4, **FAST)
+    second.load_state_dict(state)
+    engine = SequentialExecutionEngine(max_model_count=8)
+    second(_space(evaluator), engine)
+    hist = second.history()
+    assert len(hist) == 24 and hist[:16] == first.history()
+    keys = [tuple(sorted(r["sample"].items())) for r in hist]
+    assert len(set(keys)) == 24  # nothing re-submitted after the resume
+    # the surrogate came back with the state: before refitting, the resumed one predicted the same
+    third = DiffusionNAG(seed=5, **FAST)
+    third.load_state_dict(state)
+    third.initialize(_space(evaluator), SequentialExecutionEngine(max_model_count=1))
+    assert np.allclose(third.generator.predict(probe)[0], before, atol=1e-4)
+    third._cleanup()
+
+
+def _ts_config(workdir, trials: int) -> NasExperimentConfig:
+    config = NasExperimentConfig("ts", "simplified", "local")
+    config.max_trial_number = trials
+    config.trial_concurrency = 2
+    config.experiment_working_directory = str(workdir)
+    config.training_service.use_active_gpu = False
+    return config
+
+
+@pytest.mark.slow
+def test_nas_experiment_ts_engine(nb201_csv, tmp_path):
+    """Real NNI manager + local training service: trials are processes, metrics come back."""
+    evaluator = TabularEvaluator(str(nb201_csv), "cifar10_test_acc")
+    strategy = DiffusionNAG(seed=0, warmup=4, batch_size=2, **FAST)
+    exp = compat.DiffusionNAGExperiment(NasBench201(), evaluator, strategy, _ts_config(tmp_path, 6))
+    watchdog = threading.Timer(300, _thread.interrupt_main)
+    watchdog.start()
+    try:
+        assert exp.run(port=free_port()) is True
+        top = exp.export_top_models(top_k=3, formatter="dict")
+        status = exp.get_status()
+    finally:
+        watchdog.cancel()
+        exp.stop()
+    assert status == "DONE"
+    assert len(strategy.history()) == 6
+    for row in strategy.history():  # FinalMetric values belong to the architecture that ran
+        assert row["metric"] == evaluator.table.lookup(row["sample"])
+    assert len(top) == 3 and top[0] in [r["sample"] for r in strategy.history()]
+
+
+@pytest.mark.slow
+def test_interrupted_experiment_resumes_with_history_and_surrogate(nb201_csv, tmp_path):
+    evaluator = TabularEvaluator(str(nb201_csv), "cifar10_test_acc")
+    exp_id = "dnag_" + uuid.uuid4().hex[:10]
+    config = NasExperimentConfig("sequential", "simplified")
+    config.max_trial_number = 14
+    config.experiment_working_directory = str(tmp_path)
+    first = DiffusionNAG(seed=0, warmup=6, batch_size=4, **FAST)
+    exp = compat.DiffusionNAGExperiment(NasBench201(), evaluator, first, config, id=exp_id)
+    try:
+        exp.run()
+    finally:
+        exp.stop()
+        nni.trial._params = None
+    assert len(first.history()) == 14 and first.generator.surrogate is not None
+
+    config2 = NasExperimentConfig("sequential", "simplified")
+    config2.max_trial_number = 20
+    config2.experiment_working_directory = str(tmp_path)
+    second = DiffusionNAG(seed=0, warmup=6, batch_size=4, **FAST)
+    resumed = compat.DiffusionNAGExperiment(NasBench201(), evaluator, second, config2, id=exp_id)
+    try:
+        resumed.resume()
+    finally:
+        resumed.stop()
+    hist = second.history()
+    assert hist[:14] == first.history()  # history restored, then continued
+    assert len(hist) > 14
+    assert len({tuple(sorted(r["sample"].items())) for r in hist}) == len(hist)
