@@ -87,7 +87,8 @@ class DiffusionNAG(Strategy):
     acquisition
         ``'ucb'``, ``'ei'`` or ``'mean'``.
     kappa
-        Exploration weight of UCB.
+        Exploration weight of UCB (0.3 reached the NB201 optimum faster than 1.0 in our runs,
+        see docs/benchmarks.md).
     optimize_mode
         ``'maximize'`` or ``'minimize'`` the metric.
     constraints
@@ -111,7 +112,7 @@ class DiffusionNAG(Strategy):
     """
 
     def __init__(self, *, prior: Optional[str] = None, batch_size: int = 5, warmup: int = 10, n_candidates: int = 100,
-                 scale: float = DEFAULT_SCALE, acquisition: str = "ucb", kappa: float = 1.0,
+                 scale: float = DEFAULT_SCALE, acquisition: str = "ucb", kappa: float = 0.3,
                  optimize_mode: str = "maximize", constraints: Sequence[Constraint] = (),
                  surrogate: SurrogateConfig = SurrogateConfig(), sampler: SamplerConfig = SamplerConfig(num_steps=30),
                  device: str = "auto", seed: Optional[int] = None, patience: int = 3) -> None:
