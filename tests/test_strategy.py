@@ -179,32 +179,62 @@ def test_nas_experiment_ts_engine(nb201_csv, tmp_path):
     assert len(top) == 3 and top[0] in [r["sample"] for r in strategy.history()]
 
 
+@nni.trace
+class InterruptingEvaluator(TabularEvaluator):
+    """The table, but the user presses Ctrl-C during the n-th trial of this process."""
+
+    calls = 0
+    interrupt_at = 0
+
+    def _execute(self, model):
+        type(self).calls += 1
+        if type(self).calls == type(self).interrupt_at:
+            raise KeyboardInterrupt
+        return super()._execute(model)
+
+
 @pytest.mark.slow
 def test_interrupted_experiment_resumes_with_history_and_surrogate(nb201_csv, tmp_path):
-    evaluator = TabularEvaluator(str(nb201_csv), "cifar10_test_acc")
     exp_id = "dnag_" + uuid.uuid4().hex[:10]
-    config = NasExperimentConfig("sequential", "simplified")
-    config.max_trial_number = 14
-    config.experiment_working_directory = str(tmp_path)
+
+    def config(trials):
+        c = NasExperimentConfig("sequential", "simplified")
+        c.max_trial_number = trials
+        c.experiment_working_directory = str(tmp_path)
+        return c
+
+    InterruptingEvaluator.calls, InterruptingEvaluator.interrupt_at = 0, 13
+    evaluator = InterruptingEvaluator(str(nb201_csv), "cifar10_test_acc")
     first = DiffusionNAG(seed=0, warmup=6, batch_size=4, **FAST)
-    exp = compat.DiffusionNAGExperiment(NasBench201(), evaluator, first, config, id=exp_id)
+    exp = compat.DiffusionNAGExperiment(NasBench201(), evaluator, first, config(24), id=exp_id)
     try:
-        exp.run()
+        exp.run()  # interrupted during trial 13: NNI stops the experiment and saves a checkpoint
     finally:
         exp.stop()
         nni.trial._params = None
-    assert len(first.history()) == 14 and first.generator.surrogate is not None
+    assert len(first.history()) == 12 and first.generator.surrogate is not None
+    probe = first.space.enumerate_types()[::1500]
+    learned = first.generator.predict(probe)[0]
 
-    config2 = NasExperimentConfig("sequential", "simplified")
-    config2.max_trial_number = 20
-    config2.experiment_working_directory = str(tmp_path)
+    InterruptingEvaluator.interrupt_at = 0
     second = DiffusionNAG(seed=0, warmup=6, batch_size=4, **FAST)
-    resumed = compat.DiffusionNAGExperiment(NasBench201(), evaluator, second, config2, id=exp_id)
+    resumed = compat.DiffusionNAGExperiment(NasBench201(), InterruptingEvaluator(str(nb201_csv), "cifar10_test_acc"),
+                                            second, config(24), id=exp_id)
+    resumed_surrogate = {}
+    real_load = second.load_state_dict
+
+    def load_and_probe(state):
+        real_load(state)
+        resumed_surrogate["pred"] = second.generator.predict(probe)[0]
+
+    second.load_state_dict = load_and_probe
     try:
         resumed.resume()
     finally:
         resumed.stop()
+        nni.trial._params = None
+    assert np.allclose(resumed_surrogate["pred"], learned, atol=1e-4)  # the surrogate came back
     hist = second.history()
-    assert hist[:14] == first.history()  # history restored, then continued
-    assert len(hist) > 14
+    assert hist[:12] == first.history()  # history restored, then continued
+    assert len(hist) > 12
     assert len({tuple(sorted(r["sample"].items())) for r in hist}) == len(hist)
