@@ -34,7 +34,7 @@ from nni.nas.evaluator import Evaluator  # noqa: E402
 
 from .space.nasbench201 import NasBench201Space  # noqa: E402
 
-__all__ = ["NB201Table", "load_nb201_table", "TabularEvaluator", "train_digits", "load_digits_tensors"]
+__all__ = ["train_cifar10", "load_cifar10_tensors", "NB201Table", "load_nb201_table", "TabularEvaluator", "train_digits", "load_digits_tensors"]
 
 _logger = logging.getLogger(__name__)
 
@@ -401,9 +401,15 @@ def _train_digits(model: torch.nn.Module, epochs: int, batch_size: int, lr: floa
         x_train, y_train = x_train[:max_train_samples], y_train[:max_train_samples]
     if max_val_samples is not None:
         x_val, y_val = x_val[:max_val_samples], y_val[:max_val_samples]
-    x_train, y_train = x_train.to(device), y_train.to(device)
-    x_val, y_val = x_val.to(device), y_val.to(device)
+    return _train_classifier(model, (x_train, y_train, x_val, y_val), epochs, batch_size, lr, optimizer,
+                             weight_decay, recalibrate_bn, device, seed, augment=False, name="digits")
 
+
+def _train_classifier(model: torch.nn.Module, data: Tuple[torch.Tensor, ...], epochs: int, batch_size: int,
+                      lr: float, optimizer: str, weight_decay: float, recalibrate_bn: bool, device: torch.device,
+                      seed: int, augment: bool, name: str) -> float:
+    """The training loop shared by the digits and CIFAR-10 evaluators; reports to NNI."""
+    x_train, y_train, x_val, y_val = (t.to(device) for t in data)
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     model = model.to(device)
@@ -422,9 +428,10 @@ def _train_digits(model: torch.nn.Module, epochs: int, batch_size: int, lr: floa
         total_loss = 0.0
         for step in range(steps_per_epoch):
             idx = order[step * batch_size:(step + 1) * batch_size]
-            logits = model(x_train[idx])
+            xb = _augment(x_train[idx], generator) if augment else x_train[idx]
+            logits = model(xb)
             if epoch == 0 and step == 0 and (logits.dim() != 2 or logits.shape[-1] != 10):
-                raise ValueError(f"train_digits needs a model with 10 outputs, got logits of shape "
+                raise ValueError(f"the {name} evaluator needs a model with 10 outputs, got logits of shape "
                                  f"{tuple(logits.shape)}")
             loss = F.cross_entropy(logits, y_train[idx])
             opt.zero_grad(set_to_none=True)
@@ -435,8 +442,75 @@ def _train_digits(model: torch.nn.Module, epochs: int, batch_size: int, lr: floa
         if recalibrate_bn:
             _recalibrate_batchnorm(model, x_train, batch_size)
         val_acc = _accuracy(model, x_val, y_val, batch_size)
-        _logger.info("digits epoch %d/%d: train loss %.4f, val acc %.2f%%",
-                     epoch + 1, epochs, total_loss / len(x_train), val_acc)
+        _logger.info("%s epoch %d/%d: train loss %.4f, val acc %.2f%%",
+                     name, epoch + 1, epochs, total_loss / len(x_train), val_acc)
         nni.report_intermediate_result(val_acc)
     nni.report_final_result(val_acc)
     return val_acc
+
+
+def _augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Standard CIFAR augmentation on a batch: random 4-pixel-padded crop and horizontal flip."""
+    n, _, h, w = x.shape
+    padded = F.pad(x, (4, 4, 4, 4), mode="reflect")
+    dy, dx = torch.randint(0, 9, (2,), generator=generator).tolist()
+    out = padded[:, :, dy:dy + h, dx:dx + w]
+    flip = torch.rand(n, generator=generator) < 0.5
+    return torch.where(flip.to(x.device)[:, None, None, None], out.flip(-1), out)
+
+
+_CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
+_CIFAR_STD = (0.2470, 0.2435, 0.2616)
+
+
+def load_cifar10_tensors(data_dir: PathLike) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """CIFAR-10 from the official python archive extracted under ``data_dir``
+    (``data_dir/cifar-10-batches-py/data_batch_1..5, test_batch``), normalised, ``[n, 3, 32, 32]``.
+
+    If the folder is missing and torchvision is installed, torchvision downloads it there.
+    """
+    import pickle
+
+    root = Path(data_dir).expanduser() / "cifar-10-batches-py"
+    if not root.is_dir():
+        try:
+            import torchvision
+        except ImportError:
+            raise FileNotFoundError(
+                f"CIFAR-10 not found at {root}: extract cifar-10-python.tar.gz into {Path(data_dir)} "
+                "or install torchvision so it can download it") from None
+        torchvision.datasets.CIFAR10(str(Path(data_dir).expanduser()), download=True)
+
+    def read(names: List[str]) -> Tuple[torch.Tensor, torch.Tensor]:
+        xs, ys = [], []
+        for name in names:
+            with open(root / name, "rb") as f:
+                batch = pickle.load(f, encoding="latin1")
+            xs.append(np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+            ys.append(np.asarray(batch["labels"], dtype=np.int64))
+        x = torch.from_numpy(np.concatenate(xs)).float() / 255.0
+        mean = torch.tensor(_CIFAR_MEAN)[None, :, None, None]
+        std = torch.tensor(_CIFAR_STD)[None, :, None, None]
+        return (x - mean) / std, torch.from_numpy(np.concatenate(ys))
+
+    x_train, y_train = read([f"data_batch_{i}" for i in range(1, 6)])
+    x_test, y_test = read(["test_batch"])
+    return x_train, y_train, x_test, y_test
+
+
+def train_cifar10(model: torch.nn.Module, data_dir: str = "~/.cache/nni-diffusionnag/cifar10", epochs: int = 10,
+                  batch_size: int = 256, lr: float = 0.1, weight_decay: float = 5e-4,
+                  max_train_samples: Optional[int] = None, device: Optional[str] = None, seed: int = 0) -> float:
+    """Train an NB201 network on CIFAR-10 (SGD, cosine schedule, crop + flip) and report the accuracy on
+    the CIFAR-10 *test* split after every epoch (NB201's own protocol reports test accuracy too).
+
+    Meant for ``FunctionalEvaluator(train_cifar10, data_dir=..., epochs=...)`` on a GPU; see
+    ``examples/nasbench201_cifar10.py``.
+    """
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    x_train, y_train, x_test, y_test = load_cifar10_tensors(data_dir)
+    if max_train_samples is not None:
+        x_train, y_train = x_train[:max_train_samples], y_train[:max_train_samples]
+    return _train_classifier(model, (x_train, y_train, x_test, y_test), epochs, batch_size, lr, "sgd", weight_decay,
+                             False, torch.device(device), seed, augment=True, name="cifar10")

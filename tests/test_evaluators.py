@@ -213,3 +213,38 @@ def test_tabular_evaluator_in_ts_experiment(table_csv, tmp_path):
     # Stopped: manager process gone, listener thread joined.
     assert exp._proc is None and exp.port is None
     assert not exp._engine._channel_listen_thread.is_alive()
+
+
+def _fake_cifar(root: Path, n: int = 20) -> None:
+    import pickle
+
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        labels = rng.integers(0, 10, n).tolist()
+        data = np.zeros((n, 3 * 32 * 32), dtype=np.uint8)
+        for i, lab in enumerate(labels):  # a learnable signal: brightness encodes the class
+            data[i] = 20 * lab + rng.integers(0, 10, 3 * 32 * 32)
+        with open(folder / name, "wb") as f:
+            pickle.dump({"data": data, "labels": labels}, f)
+
+
+def test_cifar10_loader_and_training_on_a_fake_archive(tmp_path):
+    from nni_diffusionnag.evaluators import load_cifar10_tensors, train_cifar10
+
+    _fake_cifar(tmp_path)
+    x_train, y_train, x_test, y_test = load_cifar10_tensors(tmp_path)
+    assert x_train.shape == (100, 3, 32, 32) and x_test.shape == (20, 3, 32, 32)
+    assert y_train.dtype == torch.int64 and int(y_train.max()) <= 9
+    model = NasBench201(num_modules_per_stack=1, stem_out_channels=8).freeze(
+        {k: "conv_3x3" for k in NasBench201().simplify()})
+    acc = train_cifar10(model, data_dir=str(tmp_path), epochs=1, batch_size=50, device="cpu")
+    assert 0.0 <= acc <= 100.0
+
+
+def test_cifar10_missing_gives_a_clear_error(tmp_path):
+    from nni_diffusionnag.evaluators import load_cifar10_tensors
+
+    with pytest.raises(FileNotFoundError, match="cifar-10-python.tar.gz"):
+        load_cifar10_tensors(tmp_path / "nothing")
