@@ -17,6 +17,7 @@ _LAZY = {
     "train_digits": "nni_diffusionnag.evaluators",
     "DiffusionPrior": "nni_diffusionnag.prior",
     "GuidedGenerator": "nni_diffusionnag.generator",
+    "DiffusionNAGTuner": "nni_diffusionnag.tuner",
 }
 
 __all__ = sorted(_LAZY)

