@@ -74,7 +74,15 @@ class DiffusionNAG(Strategy):
     Parameters
     ----------
     prior
-        A prior checkpoint path, or None for the prior shipped for the space.
+        A prior checkpoint path, or None: the prior shipped for the space, else one cached for it
+        earlier, else one trained now from samples of the space (within ``prior_time_budget``
+        seconds, with a progress bar) and cached for next time (``$NNI_DIFFUSIONNAG_CACHE``,
+        default ``~/.cache/nni-diffusionnag/priors``).
+    prior_time_budget
+        Wall-clock bound of that training, seconds.
+    discretize
+        Bins for numerical mutables (``nni.uniform``...): an int for all of them or
+        ``{label: n_bins}``; without it such a space is refused with an error naming the label.
     batch_size
         Architectures proposed per generation round (more = fewer refits, less adaptivity).
     warmup
@@ -115,7 +123,8 @@ class DiffusionNAG(Strategy):
                  scale: float = DEFAULT_SCALE, acquisition: str = "ucb", kappa: float = 0.3,
                  optimize_mode: str = "maximize", constraints: Sequence[Constraint] = (),
                  surrogate: SurrogateConfig = SurrogateConfig(), sampler: SamplerConfig = SamplerConfig(num_steps=30),
-                 device: str = "auto", seed: Optional[int] = None, patience: int = 3) -> None:
+                 device: str = "auto", seed: Optional[int] = None, patience: int = 3,
+                 prior_time_budget: float = 120.0, discretize: Any = None) -> None:
         super().__init__()
         if optimize_mode not in ("maximize", "minimize"):
             raise ValueError(f"optimize_mode must be 'maximize' or 'minimize', got {optimize_mode!r}")
@@ -129,10 +138,12 @@ class DiffusionNAG(Strategy):
         self.scale, self.acquisition, self.kappa, self.optimize_mode = scale, acquisition, kappa, optimize_mode
         self.constraints, self.surrogate_config, self.sampler = list(constraints), surrogate, sampler
         self.device, self.seed, self.patience = device, seed, patience
+        self.prior_time_budget, self.discretize = prior_time_budget, discretize
         self._lock = threading.Lock()
         self._history: List[Tuple[Key, float]] = []  # (graph, metric as reported), in arrival order
         self._failed: List[Tuple[Key, str]] = []
         self._submitted: Dict[Key, int] = {}  # graph -> submission index
+        self._rejected: set = set()  # graphs the model space refused (constraints): never proposed again
         self._running: Dict[int, ExecutableModelSpace] = {}  # strong refs: the engine only keeps weakrefs
         self._queue: Deque[np.ndarray] = deque()
         self._fitted_on = 0
@@ -146,9 +157,14 @@ class DiffusionNAG(Strategy):
 
     # --- lifecycle -----------------------------------------------------------------------------
     def _initialize(self, model_space: ExecutableModelSpace, engine: ExecutionEngine) -> ExecutableModelSpace:
-        self.space = space_for_model(model_space)
-        prior = (DiffusionPrior.load(self.prior_path, self.space, self.device) if self.prior_path
-                 else DiffusionPrior.shipped(self.space, self.device))
+        self.space = space_for_model(model_space, self.discretize)
+        if self.prior_path:
+            prior = DiffusionPrior.load(self.prior_path, self.space, self.device)
+        else:
+            from .prior_cache import prior_for_space
+
+            prior = prior_for_space(self.space, model_space, time_budget_s=self.prior_time_budget,
+                                    device=self.device, seed=self.seed)
         self.generator = GuidedGenerator(prior, self.surrogate_config, self.sampler, self.constraints, seed=self.seed)
         if self._surrogate_state is not None:  # load_state_dict came first (resume)
             self._restore_surrogate()
@@ -177,14 +193,14 @@ class DiffusionNAG(Strategy):
                 self._queue.extend(batch)
             types = self._queue.popleft()
             key = self.space.key(types)
-            if key in self._submitted:
+            if key in self._submitted or key in self._rejected:
                 continue
-            sample = self.space.types_to_sample(types)
             try:
-                model = self.model_space.freeze(sample)
-            except SampleValidationError as err:
-                _logger.warning("generated sample rejected by the model space (%s): %s", err, sample)
-                self._submitted[key] = -1
+                sample = self.space.types_to_sample(types)
+                model = self.model_space.freeze(sample)  # validates, constraints included
+            except (SampleValidationError, ValueError) as err:
+                _logger.warning("generated graph rejected by the model space (%s)", err)
+                self._rejected.add(key)
                 continue
             with self._lock:
                 self._submitted[key] = len(self._submitted)
@@ -197,7 +213,7 @@ class DiffusionNAG(Strategy):
         t0 = time.time()
         with self._lock:
             history = list(self._history)
-            exclude = set(self._submitted)
+            exclude = set(self._submitted) | self._rejected
         n_warm = max(0, self.warmup - len(self._submitted))
         if n_warm == 0 and len(history) >= 2:
             if len(history) > self._fitted_on:

@@ -2,7 +2,6 @@
 
 from typing import Any
 
-from ..exceptions import UnsupportedSpaceError
 from .base import GraphSpace, SpaceSignature, reachability
 from .nasbench201 import NasBench201Space
 
@@ -19,19 +18,19 @@ def get_space(name: str) -> GraphSpace:
     return _SPACES[key]()
 
 
-def space_for_model(model_space: Any) -> GraphSpace:
+def space_for_model(model_space: Any, discretize: Any = None) -> GraphSpace:
     """The graph space of an NNI model space (anything with ``simplify()``).
 
-    Raises :class:`~nni_diffusionnag.exceptions.UnsupportedSpaceError` naming the labels found
-    when the space is not one we can encode.
+    NNI's ``NasBench201`` gets the 8-node encoding of the paper (and its shipped prior); any
+    other space of categorical decisions gets the generic decision-graph encoding
+    (:class:`~nni_diffusionnag.space.generic.GenericSpace`). A numerical mutable (``nni.uniform``)
+    raises :class:`~nni_diffusionnag.exceptions.UnsupportedSpaceError` naming it, unless
+    ``discretize`` bins it.
     """
     mutables = model_space.simplify()
     space = NasBench201Space.match(mutables)
     if space is not None:
         return space
-    found = {label: type(m).__name__ for label, m in list(mutables.items())[:8]}
-    raise UnsupportedSpaceError(
-        f"cannot encode this model space as DiffusionNAG graphs yet: found mutables {found}"
-        f"{' ...' if len(mutables) > 8 else ''}; supported: NNI's NasBench201 (labels cell/0_1 ... cell/2_3 "
-        "with ops none, skip_connect, conv_1x1, conv_3x3, avg_pool_3x3)"
-    )
+    from .generic import GenericSpace
+
+    return GenericSpace.from_model(model_space, discretize=discretize)

@@ -1,0 +1,90 @@
+"""The strategy on NNI's hub spaces and on a user's own space (issue 6): generic encoding, a prior
+trained on the fly within a small time budget, sequential engine, a synthetic evaluator."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch.nn as tnn
+
+import nni
+from nni.nas.evaluator import Evaluator
+from nni.nas.execution import SequentialExecutionEngine
+from nni.nas.nn.pytorch import InputChoice, LayerChoice, ModelSpace, MutableDropout, Repeat
+from nni.nas.space import SimplifiedModelSpace
+
+from nni_diffusionnag.exceptions import UnsupportedSpaceError
+from nni_diffusionnag.nn.surrogate import SurrogateConfig
+from nni_diffusionnag.prior import SamplerConfig
+from nni_diffusionnag.strategy import DiffusionNAG
+
+
+@nni.trace
+class SampleLengthEvaluator(Evaluator):
+    """A synthetic metric: the total length of the printed decision values (fast, deterministic)."""
+
+    def _execute(self, model):
+        value = float(sum(len(str(v)) for v in model.sample.values()))
+        nni.report_final_result(value)
+        return value
+
+
+class MixedSpace(ModelSpace):
+    """A user's own space mixing LayerChoice, nni.choice, Repeat depth and InputChoice."""
+
+    def __init__(self):
+        super().__init__()
+        width = nni.choice("width", [8, 16, 24])
+        self.stem = LayerChoice([tnn.Conv2d(3, 8, 3, padding=1), tnn.Conv2d(3, 8, 5, padding=2)], label="stem")
+        self.body = Repeat(lambda i: LayerChoice([tnn.ReLU(), tnn.Tanh(), tnn.Identity()], label=f"act{i}"),
+                           nni.choice("depth", [1, 2, 3]))
+        self.skip = InputChoice(n_candidates=3, n_chosen=1, label="skip")
+        self.width = width
+
+    def forward(self, x):
+        return self.body(self.stem(x))
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("NNI_DIFFUSIONNAG_CACHE", str(tmp_path / "priors"))
+    yield
+    nni.trial._params = None
+
+
+def _run(model_space, trials=12, **kw):
+    strategy = DiffusionNAG(seed=0, warmup=6, batch_size=3, n_candidates=30, device="cpu", prior_time_budget=4,
+                            surrogate=SurrogateConfig(hidden=16, steps=30, ensemble=2),
+                            sampler=SamplerConfig(num_steps=8), **kw)
+    space = SimplifiedModelSpace.from_model(model_space, SampleLengthEvaluator())
+    strategy(space, SequentialExecutionEngine(max_model_count=trials))
+    hist = strategy.history()
+    assert len(hist) == trials
+    samples = [r["sample"] for r in hist]
+    assert len({repr(sorted(s.items())) for s in samples}) == trials  # no duplicates
+    for sample in samples:
+        assert model_space.contains(sample)
+    return strategy
+
+
+def test_mixed_user_space():
+    strategy = _run(MixedSpace())
+    assert strategy.space.name.startswith("generic")
+
+
+@pytest.mark.parametrize("name", ["MobileNetV3Space", "ProxylessNAS", "ShuffleNetSpace", "AutoformerSpace"])
+def test_hub_spaces(name):
+    import nni.nas.hub.pytorch as hub
+
+    _run(getattr(hub, name)(), trials=8)
+
+
+def test_numerical_mutable_is_refused_by_name_then_discretized():
+    class WithDropout(MixedSpace):
+        def __init__(self):
+            super().__init__()
+            self.drop = MutableDropout(nni.uniform("dropout", 0.0, 0.5))
+
+    with pytest.raises(UnsupportedSpaceError, match="dropout"):
+        _run(WithDropout(), trials=2)
+    _run(WithDropout(), trials=6, discretize=4)
