@@ -71,7 +71,7 @@ def test_bad_arguments_fail_early():
 
 
 def test_unsupported_space_is_named():
-    from nni.nas.nn.pytorch import LayerChoice, ModelSpace
+    from nni.nas.nn.pytorch import LayerChoice, ModelSpace, MutableDropout
     import torch.nn as tnn
 
     from nni_diffusionnag.exceptions import UnsupportedSpaceError
@@ -80,12 +80,13 @@ def test_unsupported_space_is_named():
         def __init__(self):
             super().__init__()
             self.op = LayerChoice([tnn.Conv2d(3, 3, 1), tnn.Identity()], label="my_op")
+            self.drop = MutableDropout(nni.uniform("my_rate", 0.0, 0.5))
 
         def forward(self, x):
-            return self.op(x)
+            return self.drop(self.op(x))
 
     strategy = DiffusionNAG(seed=0, **FAST)
-    with pytest.raises(UnsupportedSpaceError, match="my_op"):
+    with pytest.raises(UnsupportedSpaceError, match="my_rate"):
         strategy(SimplifiedModelSpace.from_model(Toy(), FlakyEvaluator()), SequentialExecutionEngine(max_model_count=2))
 
 
