@@ -18,20 +18,14 @@ from __future__ import annotations
 
 import argparse
 import logging
-import socket
 
 from nni_diffusionnag import DiffusionNAG, DiffusionNAGExperiment
+from nni_diffusionnag.compat import free_port
 from nni_diffusionnag.evaluators import train_cifar10
 
 from nni.nas.evaluator import FunctionalEvaluator  # noqa: E402
 from nni.nas.experiment import NasExperimentConfig  # noqa: E402
 from nni.nas.hub.pytorch import NasBench201  # noqa: E402
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("localhost", 0))
-        return s.getsockname()[1]
 
 
 def main() -> None:

@@ -12,19 +12,13 @@ from __future__ import annotations
 
 import argparse
 import logging
-import socket
 
 from nni_diffusionnag import DiffusionNAG, DiffusionNAGExperiment, train_digits
+from nni_diffusionnag.compat import free_port
 
 from nni.nas.evaluator import FunctionalEvaluator  # noqa: E402  (after our package: it quiets NNI's warnings)
 from nni.nas.experiment import NasExperimentConfig  # noqa: E402
 from nni.nas.hub.pytorch import NasBench201  # noqa: E402
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("localhost", 0))
-        return s.getsockname()[1]
 
 
 def main() -> None:

@@ -97,6 +97,8 @@ def install() -> None:
         _install_trusted_serializer()
         _patch_checkpoint_guard()
         _patch_tuner_channel_receive()
+        from nni_diffusionnag import portal_fix
+        portal_fix.install()
         _installed = True
         _logger.debug("NNI 3.0 compatibility fixes installed")
 
@@ -291,3 +293,12 @@ class DiffusionNAGExperiment(NasExperiment):
                 raise TypeError("Model space must inherit ModelSpace and also be a PyTorch model.")
             return MutationSummaryModelSpace.from_model(self.model_space, self.evaluator)
         return super().executable_model_factory(config)
+
+
+def free_port() -> int:
+    """A localhost TCP port that nothing listens on now, for an experiment's web portal."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]

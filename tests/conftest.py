@@ -1,5 +1,4 @@
 import os
-import socket
 import warnings
 from pathlib import Path
 
@@ -39,8 +38,3 @@ def tiny_prior_path(tmp_path_factory) -> Path:
     return path
 
 
-def free_port() -> int:
-    """A TCP port nobody listens on now (for NNI managers started by tests)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("localhost", 0))
-        return s.getsockname()[1]

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from nni_diffusionnag import compat
-from conftest import free_port
+from nni_diffusionnag.compat import free_port  # noqa: E402
 from nni_diffusionnag.evaluators import NB201Table, TabularEvaluator, load_nb201_table, train_digits
 
 import nni  # noqa: E402  (after our modules: they install the warnings filter first)

@@ -86,3 +86,16 @@ def test_signature_stable_and_sensitive(space):
     assert shuffled.digest == sig.digest
     d2 = dict(d, node_types=list(d["node_types"])[::-1])
     assert SpaceSignature.from_dict(d2).digest != sig.digest
+
+
+def test_math_modules_do_not_import_nni():
+    """Space encoding, diffusion, networks, prior and generator work without NNI (STYLE.md)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; import nni_diffusionnag.space, nni_diffusionnag.diffusion.sampling, "
+            "nni_diffusionnag.diffusion.guidance, nni_diffusionnag.nn.surrogate, nni_diffusionnag.prior, "
+            "nni_diffusionnag.generator, nni_diffusionnag.training, nni_diffusionnag.properties; "
+            "print(sorted(m for m in sys.modules if m == 'nni' or m.startswith('nni.')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

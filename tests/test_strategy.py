@@ -20,7 +20,7 @@ from nni.nas.experiment import NasExperimentConfig  # noqa: E402
 from nni.nas.hub.pytorch import NasBench201  # noqa: E402
 from nni.nas.space import SimplifiedModelSpace  # noqa: E402
 
-from conftest import free_port  # noqa: E402
+from nni_diffusionnag.compat import free_port  # noqa: E402
 from nni_diffusionnag.evaluators import TabularEvaluator  # noqa: E402
 from nni_diffusionnag.nn.surrogate import SurrogateConfig  # noqa: E402
 from nni_diffusionnag.prior import SamplerConfig  # noqa: E402

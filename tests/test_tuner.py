@@ -21,7 +21,7 @@ from nni_diffusionnag.tuner import ACQUISITIONS, DiffusionNAGClassArgsValidator,
 
 import nni  # noqa: E402
 
-from conftest import free_port  # noqa: E402
+from nni_diffusionnag.compat import free_port  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "nnictl_nasbench201"
