@@ -62,19 +62,23 @@ class GuidedGenerator:
         Predictor-corrector settings.
     constraints
         Budgets applied to every generation (guided towards, then enforced).
+    targets
+        Extra guidance terms to maximise in every generation, e.g. fewer FLOPs
+        (:func:`nni_diffusionnag.properties.cost_target`); a term with scale 0 is off.
     seed
         Seed of the generator's own random streams.
     """
 
     def __init__(self, prior: DiffusionPrior, surrogate_config: SurrogateConfig = SurrogateConfig(),
                  sampler: SamplerConfig = SamplerConfig(), constraints: Sequence[Constraint] = (),
-                 seed: int = 0) -> None:
+                 targets: Sequence[GuidanceTerm] = (), seed: int = 0) -> None:
         self.prior = prior.eval()
         self.space = prior.space
         self.sde = prior.sde
         self.device = prior.device
         self.sampler = sampler
         self.constraints = list(constraints)
+        self.targets = list(targets)
         self.surrogate_config = surrogate_config
         self.surrogate: Optional[SurrogateEnsemble] = None
         self.best_value: Optional[float] = None
@@ -132,7 +136,7 @@ class GuidedGenerator:
             terms.append(GuidanceTerm(value, scale, f"surrogate-{acquisition}"))
         for c in self.constraints:
             terms.append(GuidanceTerm(lambda x, t, c=c: budget_penalty(c.relaxed(x), c.budget), c.scale, c.name))
-        return terms
+        return terms + self.targets
 
     def generate(self, n: int, scale: float = DEFAULT_SCALE, acquisition: str = "mean", kappa: float = 1.0,
                  seed: Optional[int] = None, progress: bool = False) -> GeneratedBatch:

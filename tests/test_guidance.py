@@ -116,3 +116,16 @@ def test_propose_dedups_and_enforces_constraints(tiny_prior_path):
     assert not ({SPACE.key(t) for t in second} & {SPACE.key(t) for t in first})
     mean, std = gen.predict(second)
     assert len(second) >= 2 and (np.diff(mean + std) <= 1e-5).all()  # ranked by UCB (kappa 1)
+
+
+def test_flops_as_a_guidance_target(tiny_prior_path):
+    from nni_diffusionnag.properties import cost_target
+
+    prior = DiffusionPrior.load(tiny_prior_path, SPACE, "cpu")
+    sampler = SamplerConfig(num_steps=20)
+    plain = GuidedGenerator(prior, sampler=sampler, seed=0).generate(200, seed=0)
+    fewer = GuidedGenerator(prior, sampler=sampler, targets=[cost_target("flops", scale=1.0)], seed=0).generate(200, seed=0)
+    off = GuidedGenerator(prior, sampler=sampler, targets=[cost_target("flops", scale=0.0)], seed=0).generate(200, seed=0)
+    flops = lambda b: count(b.types, "flops", unit="M").mean()  # noqa: E731
+    assert flops(fewer) < 0.7 * flops(plain)
+    assert (off.types == plain.types).all()  # a term at scale 0 is switched off

@@ -58,7 +58,7 @@ import torch
 
 from ..space.nasbench201 import EDGES, NODE_TYPES, NasBench201Space
 
-__all__ = ["budget_constraint", 
+__all__ = ["budget_constraint", "cost_target", 
     "NB201Macro",
     "KINDS",
     "cost_table",
@@ -272,3 +272,15 @@ def budget_constraint(kind: str, budget: float, unit: Union[str, None] = "M", te
         exact=lambda types: count(types, kind, macro, unit),
         scale=scale,
     )
+
+
+def cost_target(kind: str, scale: float = 0.3, minimize: bool = True, temperature: float = 0.2,
+                macro: NB201Macro = _DEFAULT) -> "GuidanceTerm":
+    """A guidance term that pushes generation towards fewer (``minimize``) or more ``kind``
+    (params or flops), using the differentiable :func:`expected_cost` in millions."""
+    from ..diffusion.guidance import GuidanceTerm
+
+    _check_kind(kind)
+    sign = -1.0 if minimize else 1.0
+    return GuidanceTerm(lambda x, t: sign * expected_cost(x, kind, temperature, macro, "M"), scale,
+                        f"{'min' if minimize else 'max'}-{kind}")
