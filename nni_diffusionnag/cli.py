@@ -1,4 +1,4 @@
-"""Command line: ``nni-diffusionnag {train-prior, generate, bench}``."""
+"""Command line: ``nni-diffusionnag {train-prior, train-meta, generate, bench}``."""
 
 from __future__ import annotations
 
@@ -98,8 +98,53 @@ def _freq_table(report: dict, space) -> str:
     return "\n".join(rows)
 
 
+def _parse_task(spec: str):
+    """``NAME=CSV[:COLUMN]`` -> (name, csv, column or None)."""
+    if "=" not in spec:
+        raise SystemExit(f"--task expects NAME=CSV[:COLUMN], got {spec!r}")
+    name, rest = spec.split("=", 1)
+    path, column = rest, None
+    if not Path(rest).is_file() and ":" in rest:
+        path, column = rest.rsplit(":", 1)
+    if not name or not Path(path).is_file():
+        raise SystemExit(f"--task {spec!r}: no CSV file at '{path}'")
+    return name, path, column
+
+
+def _cmd_train_meta(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from .meta import DEFAULT_META_CONFIG, read_task_csv, train_meta
+    from .space import get_space
+
+    space = get_space(args.space)
+    tasks = {}
+    for spec in args.task:
+        name, path, column = _parse_task(spec)
+        if name in tasks:
+            raise SystemExit(f"task {name!r} given twice")
+        try:
+            tasks[name] = read_task_csv(space, path, column)
+        except ValueError as err:
+            raise SystemExit(f"--task {spec!r}: {err}") from None
+        _logger.info("task %s: %d rows from %s%s", name, len(tasks[name][1]), path, f" [{column}]" if column else "")
+    config = dataclasses.replace(DEFAULT_META_CONFIG, steps=args.steps, ensemble=args.ensemble, hidden=args.hidden)
+    meta = train_meta(space, tasks, config, seed=args.seed, output=args.output, progress=True,
+                      device="cpu" if args.device == "auto" else args.device, labels=args.labels)
+    print(f"meta-surrogate for {space.name} on tasks {', '.join(tasks)} saved to {args.output} "
+          f"(train mse {meta.info['train_mse']:.3f}, {meta.info['seconds']} s)")
+    return 0
+
+
 def _cmd_bench(args: argparse.Namespace) -> int:
-    if args.which == "generate":
+    if args.which == "transfer":
+        from .bench.transfer import run_transfer_bench, summarize
+
+        if not args.table:
+            raise SystemExit("bench transfer needs --table PATH (e.g. ../shared/data/nb201/nb201_test_acc.csv)")
+        result = run_transfer_bench(args.table, args.output, seeds=args.seeds or 10, budget=args.budget,
+                                    prior_path=args.prior, device=args.device)
+    elif args.which == "generate":
         from .bench.generate import run_generate_bench, summarize
 
         result = run_generate_bench(args.output, args.space, n=args.n, seeds=args.seeds or 3, prior_path=args.prior,
@@ -149,8 +194,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=1000)
     p.set_defaults(func=_cmd_generate)
 
+    p = sub.add_parser("train-meta", help="train a meta-surrogate on task tables (transferable NAS)")
+    _add_common(p)
+    p.add_argument("--task", action="append", required=True, metavar="NAME=CSV[:COLUMN]",
+                   help="a task table: CSV with an 'arch' column and a metric column (repeatable)")
+    p.add_argument("--output", required=True, help="checkpoint path")
+    p.add_argument("--steps", type=int, default=1500)
+    p.add_argument("--ensemble", type=int, default=5)
+    p.add_argument("--hidden", type=int, default=32)
+    p.add_argument("--labels", choices=["rank", "zscore"], default="rank", help="per-task label standardisation")
+    p.set_defaults(func=_cmd_train_meta)
+
     p = sub.add_parser("bench", help="benchmarks behind docs/benchmarks.md (JSON + PNG)")
-    p.add_argument("which", choices=["generate", "guidance", "search"])
+    p.add_argument("which", choices=["generate", "guidance", "search", "transfer"])
     p.add_argument("--space", default="nasbench201")
     p.add_argument("--table", default=None, help="NB201 table CSV (guidance, search)")
     p.add_argument("--column", default="cifar10_test_acc", help="table column to maximise (search)")

@@ -32,13 +32,17 @@ __all__ = ["run_search_bench", "run_one", "STRATEGIES"]
 _logger = logging.getLogger(__name__)
 
 
-def _make(name: str, seed: int, prior_path: Optional[str], device: str):
+def _make(name: str, seed: int, prior_path: Optional[str], device: str, meta_predictor: Optional[str] = None):
     from nni.nas.strategy import TPE, Random, RegularizedEvolution
 
     from ..strategy import DiffusionNAG
 
     if name == "DiffusionNAG":
         return DiffusionNAG(seed=seed, prior=prior_path, device=device)
+    if name == "DiffusionNAG+transfer":
+        if not meta_predictor:
+            raise ValueError("DiffusionNAG+transfer needs a meta_predictor checkpoint")
+        return DiffusionNAG(seed=seed, prior=prior_path, device=device, meta_predictor=meta_predictor)
     if name == "Random":
         return Random(seed=seed)
     if name == "RegularizedEvolution":
@@ -64,7 +68,7 @@ def _no_tpe_sleep() -> Iterator[None]:
 
 
 def run_one(name: str, table: str | Path, column: str, seed: int, budget: int, prior_path: Optional[str] = None,
-            device: str = "cpu", stop_at: Optional[float] = None) -> Dict[str, Any]:
+            device: str = "cpu", stop_at: Optional[float] = None, meta_predictor: Optional[str] = None) -> Dict[str, Any]:
     """One search; returns the metrics in the order they arrived and the wall time.
 
     With ``stop_at``, the engine reports no budget left once a metric >= ``stop_at`` arrived: the
@@ -88,7 +92,7 @@ def run_one(name: str, table: str | Path, column: str, seed: int, budget: int, p
 
     engine = Engine(max_model_count=budget, continue_on_failure=True)
     engine.register_model_event_callback(ModelEventType.FinalMetric, lambda e: metrics.append(float(e.metric)))
-    strategy = _make(name, seed, prior_path, device)
+    strategy = _make(name, seed, prior_path, device, meta_predictor)
     t0 = time.time()
     with _no_tpe_sleep():
         strategy(space, engine)
