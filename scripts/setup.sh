@@ -38,3 +38,21 @@ print("yes" if any(n.startswith("nvidia-") or "+cu" in v for n, v in pkgs) else 
 fi
 pip_install -e ".[test,examples]"
 echo "[setup] ready: $("$VPY" -W ignore -c 'import torch, nni; print("torch", torch.__version__, "| nni", nni.__version__)')"
+
+# System packages for the browser and remote-training-service tests (Debian's chromium and
+# openssh-server). Installed only when missing, as root, with apt-get; never fails the set-up
+# (the tests skip, naming the missing binary).
+missing=()
+[ -x /usr/bin/chromium ] || missing+=(chromium)
+[ -x /usr/sbin/sshd ] || missing+=(openssh-server)
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" != 0 ]; then
+    echo "[setup] skipped: apt-get install ${missing[*]} (not root); the browser/remote tests will skip"
+  elif ! command -v apt-get >/dev/null 2>&1; then
+    echo "[setup] skipped: apt-get install ${missing[*]} (no apt-get); the browser/remote tests will skip"
+  elif (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}") >/tmp/nni-diffusionnag-apt.log 2>&1; then
+    echo "[setup] installed: ${missing[*]}"
+  else
+    echo "[setup] skipped: apt-get install ${missing[*]} failed (see /tmp/nni-diffusionnag-apt.log); the browser/remote tests will skip"
+  fi
+fi

@@ -1,0 +1,94 @@
+"""NNI_NOTES §3.5: at trial_concurrency > 1 every trial must be shown with its own architecture.
+
+Unpatched NNI 3.0 hands parameters to whichever trial asks first (compat.js L78-83, L193-199), so
+the portal can show trial A's architecture next to the metric of B's. ``nni_diffusionnag.portal_fix``
+binds each parameter set to its trial; these tests check the patch itself and a real experiment.
+"""
+
+from __future__ import annotations
+
+import _thread
+import json
+import threading
+
+import pytest
+
+from nni_diffusionnag import compat, portal_fix
+from nni_diffusionnag.compat import free_port
+from nni_diffusionnag.evaluators import TabularEvaluator
+
+from nni.nas.experiment import NasExperimentConfig  # noqa: E402
+from nni.nas.hub.pytorch import NasBench201  # noqa: E402
+from nni.nas.strategy import Random  # noqa: E402
+
+
+def test_patch_applies_to_the_installed_compat_js_and_is_idempotent(tmp_path):
+    source = (portal_fix._nni_node_dir() / portal_fix.COMPAT_JS).read_text()
+    patched = portal_fix.patch_source(source)
+    assert patched != source and "this.parameters.push(" not in patched
+    assert portal_fix.patch_source(patched) == patched
+    overlay = portal_fix.overlay_dir(tmp_path)
+    assert (overlay / portal_fix.COMPAT_JS).read_text() == patched
+    assert (overlay / "main.js").is_file() and not (overlay / "main.js").is_symlink()
+    assert (overlay / "node").resolve() == (portal_fix._nni_node_dir() / "node").resolve()
+    assert portal_fix.overlay_dir(tmp_path) == overlay  # made once
+    with pytest.raises(portal_fix.PatchError):
+        portal_fix.patch_source("something else")
+
+
+def test_compat_install_activates_the_fix():
+    import nni_node
+
+    compat.install()
+    assert portal_fix.is_active()
+    assert (portal_fix.Path(nni_node.__path__[0]) / portal_fix.COMPAT_JS).read_text().count("dnagEarlyRequests") > 0
+
+
+def run_experiment(nb201_csv, tmp_path, trials: int, concurrency: int, keep_running: bool = False):
+    """A DiffusionNAGExperiment (ts engine, Random strategy) over the NB201 table.
+
+    Returns (experiment, evaluator, trial jobs); the experiment is stopped unless keep_running.
+    """
+    evaluator = TabularEvaluator(str(nb201_csv), "cifar10_test_acc")
+    config = NasExperimentConfig("ts", "simplified", "local")
+    config.max_trial_number = trials
+    config.trial_concurrency = concurrency
+    config.experiment_working_directory = str(tmp_path)
+    config.training_service.use_active_gpu = False
+    exp = compat.DiffusionNAGExperiment(NasBench201(), evaluator, Random(seed=3), config)
+    watchdog = threading.Timer(240, _thread.interrupt_main)
+    watchdog.start()
+    try:
+        finished = exp.run(port=free_port())
+        watchdog.cancel()
+        assert finished is True, "the experiment did not finish (watchdog or error)"
+        jobs = exp.list_trial_jobs()
+    except BaseException:
+        exp.stop()
+        raise
+    finally:
+        watchdog.cancel()
+    if not keep_running:
+        exp.stop()
+    return exp, evaluator, jobs
+
+
+def check_jobs(jobs, evaluator, trials: int) -> None:
+    assert len(jobs) == trials and all(job.status == "SUCCEEDED" for job in jobs), [j.status for j in jobs]
+    mismatched = []
+    for job in jobs:
+        parameters = job.hyperParameters[0].parameters  # what the portal shows for this trial
+        assert parameters["mutation_summary"] == parameters["sample"]
+        metric = job.finalMetricData[0].data
+        metric = json.loads(metric) if isinstance(metric, str) else metric
+        metric = metric["default"] if isinstance(metric, dict) else float(metric)
+        if abs(metric - evaluator.table.lookup(parameters["sample"])) > 1e-9:
+            mismatched.append(job.trialJobId)
+    assert not mismatched, f"trials shown with another trial's architecture: {mismatched}"
+
+
+@pytest.mark.slow
+def test_concurrent_trials_show_their_own_architecture(nb201_csv, tmp_path):
+    exp, evaluator, jobs = run_experiment(nb201_csv, tmp_path, trials=8, concurrency=2)
+    check_jobs(jobs, evaluator, 8)
+    assert portal_fix.is_active()
