@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from nni_diffusionnag.space import NasBench201Space, SpaceSignature, get_space, reachability
-from nni_diffusionnag.space.nasbench201 import EDGES, NB201_OPS, NNI_OPS
+from nni_diffusionnag.space import NasBench201Space, SpaceSignature, get_space
+from nni_diffusionnag.space.nasbench201 import EDGES, NNI_OPS
 
 
 @pytest.fixture(scope="module")

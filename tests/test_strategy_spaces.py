@@ -3,7 +3,6 @@ trained on the fly within a small time budget, sequential engine, a synthetic ev
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch.nn as tnn
 

@@ -14,7 +14,7 @@ from typing import Callable, Tuple
 import torch
 from tqdm.auto import tqdm
 
-from .sde import SDE, VESDE, bcast
+from .sde import SDE, bcast
 
 __all__ = ["ScoreFn", "get_score_fn", "euler_maruyama_step", "langevin_step", "pc_sample"]
 

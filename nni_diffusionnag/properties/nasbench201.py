@@ -51,12 +51,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Mapping, Tuple, Union
+from typing import TYPE_CHECKING, Any, Mapping, Tuple, Union
 
 import numpy as np
 import torch
 
 from ..space.nasbench201 import EDGES, NODE_TYPES, NasBench201Space
+
+if TYPE_CHECKING:  # imported lazily at run time: the generator imports this package
+    from ..diffusion.guidance import GuidanceTerm
+    from ..generator import Constraint
 
 __all__ = ["budget_constraint", "cost_target", 
     "NB201Macro",
