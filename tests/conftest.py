@@ -38,3 +38,15 @@ def tiny_prior_path(tmp_path_factory) -> Path:
     return path
 
 
+
+
+def ts_config(workdir, trials: int, concurrency: int = 1):
+    """An NNI 'ts' engine config on the local training service, writing under ``workdir``."""
+    from nni.nas.experiment import NasExperimentConfig
+
+    config = NasExperimentConfig("ts", "simplified", "local")
+    config.max_trial_number = trials
+    config.trial_concurrency = concurrency
+    config.experiment_working_directory = str(workdir)
+    config.training_service.use_active_gpu = False
+    return config

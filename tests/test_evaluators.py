@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from nni_diffusionnag import compat
+from conftest import ts_config  # noqa: E402
 from nni_diffusionnag.compat import free_port  # noqa: E402
 from nni_diffusionnag.evaluators import NB201Table, TabularEvaluator, load_nb201_table, train_digits
 
@@ -181,11 +182,7 @@ def test_tabular_evaluator_in_ts_experiment(table_csv, tmp_path):
     """NNI manager + local training service: each model runs in a trial process that re-creates
     the evaluator and the model from the payload; metrics return over the tuner channel."""
     evaluator = TabularEvaluator(str(table_csv), "cifar10_test_acc")
-    config = NasExperimentConfig("ts", "simplified", "local")
-    config.max_trial_number = 3
-    config.trial_concurrency = 1
-    config.experiment_working_directory = str(tmp_path)
-    config.training_service.use_active_gpu = False
+    config = ts_config(tmp_path, trials=3)
     exp = compat.DiffusionNAGExperiment(NasBench201(), evaluator, Random(seed=1), config)
 
     # Bounded time: a stuck strategy loop gets a KeyboardInterrupt, which NNI turns into stop().

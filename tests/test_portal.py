@@ -14,10 +14,10 @@ import threading
 import pytest
 
 from nni_diffusionnag import compat, portal_fix
+from conftest import ts_config
 from nni_diffusionnag.compat import free_port
 from nni_diffusionnag.evaluators import TabularEvaluator
 
-from nni.nas.experiment import NasExperimentConfig  # noqa: E402
 from nni.nas.hub.pytorch import NasBench201  # noqa: E402
 from nni.nas.strategy import Random  # noqa: E402
 
@@ -50,11 +50,7 @@ def run_experiment(nb201_csv, tmp_path, trials: int, concurrency: int, keep_runn
     Returns (experiment, evaluator, trial jobs); the experiment is stopped unless keep_running.
     """
     evaluator = TabularEvaluator(str(nb201_csv), "cifar10_test_acc")
-    config = NasExperimentConfig("ts", "simplified", "local")
-    config.max_trial_number = trials
-    config.trial_concurrency = concurrency
-    config.experiment_working_directory = str(tmp_path)
-    config.training_service.use_active_gpu = False
+    config = ts_config(tmp_path, trials, concurrency)
     exp = compat.DiffusionNAGExperiment(NasBench201(), evaluator, Random(seed=3), config)
     watchdog = threading.Timer(240, _thread.interrupt_main)
     watchdog.start()

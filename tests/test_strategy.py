@@ -20,6 +20,7 @@ from nni.nas.experiment import NasExperimentConfig  # noqa: E402
 from nni.nas.hub.pytorch import NasBench201  # noqa: E402
 from nni.nas.space import SimplifiedModelSpace  # noqa: E402
 
+from conftest import ts_config  # noqa: E402
 from nni_diffusionnag.compat import free_port  # noqa: E402
 from nni_diffusionnag.evaluators import TabularEvaluator  # noqa: E402
 from nni_diffusionnag.nn.surrogate import SurrogateConfig  # noqa: E402
@@ -149,21 +150,12 @@ def test_state_dict_round_trip_keeps_history_and_surrogate(nb201_csv):
     third._cleanup()
 
 
-def _ts_config(workdir, trials: int) -> NasExperimentConfig:
-    config = NasExperimentConfig("ts", "simplified", "local")
-    config.max_trial_number = trials
-    config.trial_concurrency = 2
-    config.experiment_working_directory = str(workdir)
-    config.training_service.use_active_gpu = False
-    return config
-
-
 @pytest.mark.slow
 def test_nas_experiment_ts_engine(nb201_csv, tmp_path):
     """Real NNI manager + local training service: trials are processes, metrics come back."""
     evaluator = TabularEvaluator(str(nb201_csv), "cifar10_test_acc")
     strategy = DiffusionNAG(seed=0, warmup=4, batch_size=2, **FAST)
-    exp = compat.DiffusionNAGExperiment(NasBench201(), evaluator, strategy, _ts_config(tmp_path, 6))
+    exp = compat.DiffusionNAGExperiment(NasBench201(), evaluator, strategy, ts_config(tmp_path, 6, concurrency=2))
     watchdog = threading.Timer(300, _thread.interrupt_main)
     watchdog.start()
     try:
