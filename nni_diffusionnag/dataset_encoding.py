@@ -363,6 +363,15 @@ class TaskConditionedSurrogate(nn.Module):
     def encode_task(self, feats: torch.Tensor) -> torch.Tensor:
         return self.set_encoder(feats)
 
+    def forward_mean(self, x: torch.Tensor, noise_level: torch.Tensor, tasks: torch.Tensor) -> torch.Tensor:
+        """Prediction averaged over several task vectors ``[S, E]`` (encodings of several random
+        draws of the target's images, as the authors average over 10 draws): with few training
+        tasks one draw can land on the wrong side of what the set encoder learnt. -> ``[B]``."""
+        g = self.graph(x, noise_level)  # [B, 2h], computed once for all draws
+        b, s = g.shape[0], tasks.shape[0]
+        h = torch.cat([g[None].expand(s, -1, -1), tasks[:, None, :].expand(-1, b, -1)], dim=-1)
+        return self.head(h).squeeze(-1).mean(0)
+
     def forward(self, x: torch.Tensor, noise_level: torch.Tensor, task: torch.Tensor) -> torch.Tensor:
         g = self.graph(x, noise_level)
         if task.dim() == 3:  # dataset features

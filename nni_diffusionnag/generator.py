@@ -154,10 +154,12 @@ class GuidedGenerator:
 
     def propose(self, k: int, exclude: Collection[Tuple[int, ...]] = (), n_candidates: int = 200,
                 scale: float = DEFAULT_SCALE, acquisition: str = "ucb", kappa: float = 1.0, max_rounds: int = 5,
-                seed: Optional[int] = None) -> np.ndarray:
+                seed: Optional[int] = None, rank_fn: Optional[Callable[[np.ndarray], np.ndarray]] = None
+                ) -> np.ndarray:
         """Up to ``k`` new graphs ``[k', N]``: generated with guidance, de-duplicated against
         ``exclude`` (keys from ``space.key``) and each other, filtered by the constraints, then
-        ranked by the acquisition (by generation order while no surrogate is fitted).
+        ranked by the acquisition (while no surrogate is fitted: by ``rank_fn(types) -> [B]``,
+        higher first, if given, else in generation order).
 
         Rounds of ``n_candidates`` are generated until ``k`` survive or ``max_rounds`` is reached;
         each round halves the guidance scale, so a surrogate that pulls everything to a few
@@ -183,4 +185,6 @@ class GuidedGenerator:
             mean, std = self.predict(cand)
             acq = self.acquisition(torch.as_tensor(mean), torch.as_tensor(std), acquisition, kappa).numpy()
             cand = cand[np.argsort(-acq, kind="stable")]
+        elif rank_fn is not None:
+            cand = cand[np.argsort(-np.asarray(rank_fn(cand)), kind="stable")]
         return cand[:k]

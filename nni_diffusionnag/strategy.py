@@ -40,6 +40,7 @@ from nni.nas.execution.event import FinalMetricEvent, ModelEventType, TrainingEn
 from nni.nas.space import ExecutableModelSpace, ModelStatus  # noqa: E402
 from nni.nas.strategy.base import Strategy  # noqa: E402
 
+from .diffusion.guidance import GuidanceTerm  # noqa: E402
 from .generator import DEFAULT_SCALE, Constraint, GuidedGenerator  # noqa: E402
 from .nn.surrogate import SurrogateConfig, SurrogateEnsemble  # noqa: E402
 from .prior import DiffusionPrior, SamplerConfig  # noqa: E402
@@ -119,6 +120,14 @@ class DiffusionNAG(Strategy):
     meta_adapt_steps
         Fine-tuning steps of that refit with 2 results; grows by 10 per further result up to
         ``surrogate.steps``, so the target's own data weigh more as they accumulate.
+    dataset_meta
+        Path of a dataset-aware meta-predictor (:mod:`nni_diffusionnag.dataset_encoding`) and
+    dataset
+        the target task's images (a ``torch.utils.data.Dataset``/``DataLoader`` of
+        ``(image, label)`` or a pair of tensors ``(x, y)``). The dataset is encoded once; its
+        task vector conditions a guidance term that steers the first batch (no unguided warm-up;
+        ranked by the same predictor) and whose scale decays as ``2 / (2 + results)`` while the
+        online surrogate, fitted on the target's own results, takes over.
 
     Examples
     --------
@@ -133,7 +142,7 @@ class DiffusionNAG(Strategy):
                  surrogate: SurrogateConfig = SurrogateConfig(), sampler: SamplerConfig = SamplerConfig(num_steps=30),
                  device: str = "auto", seed: Optional[int] = None, patience: int = 3,
                  prior_time_budget: float = 120.0, discretize: Any = None, meta_predictor: Optional[str] = None,
-                 meta_adapt_steps: int = 60) -> None:
+                 meta_adapt_steps: int = 60, dataset_meta: Optional[str] = None, dataset: Any = None) -> None:
         super().__init__()
         if optimize_mode not in ("maximize", "minimize"):
             raise ValueError(f"optimize_mode must be 'maximize' or 'minimize', got {optimize_mode!r}")
@@ -151,6 +160,12 @@ class DiffusionNAG(Strategy):
         self.meta_predictor, self.meta_adapt_steps, self.meta = meta_predictor, meta_adapt_steps, None
         if meta_predictor:
             self.warmup = 0  # the meta-surrogate guides from the first proposal on
+        if (dataset_meta is None) != (dataset is None):
+            raise ValueError("dataset_meta= and dataset= go together: the predictor and the target task's images")
+        self.dataset_meta, self.dataset = dataset_meta, dataset
+        self._dataset_value: Optional[Any] = None  # f(x_t, t) of the dataset-aware predictor, once encoded
+        if dataset_meta:
+            self.warmup = 0
         self._lock = threading.Lock()
         self._history: List[Tuple[Key, float]] = []  # (graph, metric as reported), in arrival order
         self._failed: List[Tuple[Key, str]] = []
@@ -187,6 +202,8 @@ class DiffusionNAG(Strategy):
                                  f"SDE but the prior uses {prior.sde.kind}")
             self.generator.surrogate_config = self.meta.config  # same shape: resume restores into it
             self.generator.surrogate = self.meta.copy_surrogate()
+        if self.dataset_meta:
+            self._init_dataset_meta(prior)
         if self._surrogate_state is not None:  # load_state_dict came first (resume)
             self._restore_surrogate()
         engine.register_model_event_callback(ModelEventType.FinalMetric, self._on_final_metric)
@@ -236,6 +253,12 @@ class DiffusionNAG(Strategy):
             history = list(self._history)
             exclude = set(self._submitted) | self._rejected
         n_warm = max(0, self.warmup - len(self._submitted))
+        rank_fn = None
+        if self._dataset_value is not None:
+            # the dataset-aware prediction fades as the target's own results accumulate
+            weight = 2.0 / (2.0 + len(history))
+            self.generator.targets = [GuidanceTerm(self._dataset_value, self.scale * weight, "dataset-meta")]
+            rank_fn = self._dataset_rank
         if self.meta is not None:
             self._refit_from_meta(history)
             batch = self.generator.propose(self.batch_size, exclude, self.n_candidates, self.scale,
@@ -251,11 +274,34 @@ class DiffusionNAG(Strategy):
             how = "guided"
         else:
             k = n_warm or self.batch_size
-            batch = self.generator.propose(k, exclude, max(k, self.n_candidates // 4), scale=0.0)
-            how = "unguided"
+            if rank_fn is not None:
+                batch = self.generator.propose(k, exclude, self.n_candidates, scale=0.0, rank_fn=rank_fn)
+                how = "dataset-guided"
+            else:
+                batch = self.generator.propose(k, exclude, max(k, self.n_candidates // 4), scale=0.0)
+                how = "unguided"
         _logger.info("DiffusionNAG: %d %s proposals in %.2f s (%d results so far)", len(batch), how,
                      time.time() - t0, len(history))
         return batch
+
+    def _init_dataset_meta(self, prior: DiffusionPrior) -> None:
+        from .dataset_encoding import load_dataset_meta
+
+        predictor = load_dataset_meta(self.dataset_meta, self.space)  # another space: SpaceMismatchError
+        if predictor.sde.kind != prior.sde.kind:
+            raise ValueError(f"dataset meta-predictor '{self.dataset_meta}' is noise-aware for a "
+                             f"{predictor.sde.kind} SDE but the prior uses {prior.sde.kind}")
+        # 8 random draws of the target's images, predictions averaged (bad shapes: a clear ValueError here)
+        tasks = torch.stack([predictor.encode(self.dataset, seed=self.seed + i) for i in range(8)]).to(prior.device)
+        model, sde = predictor.model.to(prior.device).eval(), prior.sde
+        self._dataset_value = lambda x, t: model.forward_mean(x, sde.noise_level(t), tasks)
+        _logger.info("DiffusionNAG: target dataset encoded for the meta-predictor %s", self.dataset_meta)
+
+    def _dataset_rank(self, types: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            x = self.generator.features(types)
+            t = torch.full((len(x),), self.sampler.eps, device=x.device)
+            return self._dataset_value(x, t).cpu().numpy()
 
     def _refit_from_meta(self, history: List[Tuple[Key, float]]) -> None:
         """Blend of transfer and online knowledge: each refit warm-starts from the meta-surrogate's
