@@ -120,14 +120,14 @@ class DiffusionNAG(Strategy):
     meta_adapt_steps
         Fine-tuning steps of that refit with 2 results; grows by 10 per further result up to
         ``surrogate.steps``, so the target's own data weigh more as they accumulate.
-    dataset_meta
-        Path of a dataset-aware meta-predictor (:mod:`nni_diffusionnag.dataset_encoding`) and
     dataset
-        the target task's images (a ``torch.utils.data.Dataset``/``DataLoader`` of
-        ``(image, label)`` or a pair of tensors ``(x, y)``). The dataset is encoded once; its
-        task vector conditions a guidance term that steers the first batch (no unguided warm-up;
-        ranked by the same predictor) and whose scale decays as ``2 / (2 + results)`` while the
-        online surrogate, fitted on the target's own results, takes over.
+        The target task's images (a ``torch.utils.data.Dataset``/``DataLoader`` of
+        ``(image, label)`` or a pair of tensors ``(x, y)``); then ``meta_predictor`` is a
+        *dataset-aware* meta-predictor (:mod:`nni_diffusionnag.dataset_encoding`). The dataset is
+        encoded once (8 random draws of its images, predictions averaged); the prediction steers
+        the first batch (no unguided warm-up; ranked by the same predictor) with a guidance scale
+        that decays as ``2 / (2 + results)`` while the online surrogate, fitted on the target's
+        own results, takes over.
 
     Examples
     --------
@@ -142,7 +142,7 @@ class DiffusionNAG(Strategy):
                  surrogate: SurrogateConfig = SurrogateConfig(), sampler: SamplerConfig = SamplerConfig(num_steps=30),
                  device: str = "auto", seed: Optional[int] = None, patience: int = 3,
                  prior_time_budget: float = 120.0, discretize: Any = None, meta_predictor: Optional[str] = None,
-                 meta_adapt_steps: int = 60, dataset_meta: Optional[str] = None, dataset: Any = None) -> None:
+                 meta_adapt_steps: int = 60, dataset: Any = None) -> None:
         super().__init__()
         if optimize_mode not in ("maximize", "minimize"):
             raise ValueError(f"optimize_mode must be 'maximize' or 'minimize', got {optimize_mode!r}")
@@ -157,15 +157,15 @@ class DiffusionNAG(Strategy):
         self.constraints, self.surrogate_config, self.sampler = list(constraints), surrogate, sampler
         self.device, self.seed, self.patience = device, seed, patience
         self.prior_time_budget, self.discretize = prior_time_budget, discretize
-        self.meta_predictor, self.meta_adapt_steps, self.meta = meta_predictor, meta_adapt_steps, None
+        if dataset is not None and not meta_predictor:
+            raise ValueError("dataset= needs meta_predictor=PATH, a dataset-aware meta-predictor to read it with")
+        # with a dataset the checkpoint is a dataset-aware meta-predictor, else a task-table one
+        self.dataset_meta, self.dataset = (meta_predictor, dataset) if dataset is not None else (None, None)
+        self.meta_predictor = None if dataset is not None else meta_predictor
+        self.meta_adapt_steps, self.meta = meta_adapt_steps, None
         if meta_predictor:
-            self.warmup = 0  # the meta-surrogate guides from the first proposal on
-        if (dataset_meta is None) != (dataset is None):
-            raise ValueError("dataset_meta= and dataset= go together: the predictor and the target task's images")
-        self.dataset_meta, self.dataset = dataset_meta, dataset
+            self.warmup = 0  # the meta-predictor guides from the first proposal on
         self._dataset_value: Optional[Any] = None  # f(x_t, t) of the dataset-aware predictor, once encoded
-        if dataset_meta:
-            self.warmup = 0
         self._lock = threading.Lock()
         self._history: List[Tuple[Key, float]] = []  # (graph, metric as reported), in arrival order
         self._failed: List[Tuple[Key, str]] = []

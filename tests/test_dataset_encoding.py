@@ -148,7 +148,7 @@ def test_shape_errors(digits):
 
 
 def test_strategy_guided_by_the_target_dataset(trained, digits):
-    """End to end: DiffusionNAG(dataset_meta=..., dataset=...) on NB201 with a task whose metric
+    """End to end: DiffusionNAG(meta_predictor=..., dataset=...) on NB201 with a task whose metric
     (conv_3x3 count) the predictor can only know from the target's images (even digits)."""
     import nni
     from nni.nas.evaluator import Evaluator
@@ -171,15 +171,15 @@ def test_strategy_guided_by_the_target_dataset(trained, digits):
     fast = dict(surrogate=SurrogateConfig(hidden=16, steps=40, ensemble=2), sampler=SamplerConfig(num_steps=20),
                 n_candidates=60, batch_size=5, device="cpu", seed=0)
     first = {}
-    for name, extra in (("dataset", dict(dataset_meta=str(path), dataset=(x[keep], y[keep]))), ("plain", dict(warmup=5))):
+    for name, extra in (("dataset", dict(meta_predictor=str(path), dataset=(x[keep], y[keep]))), ("plain", dict(warmup=5))):
         strategy = DiffusionNAG(**fast, **extra)
         strategy(SimplifiedModelSpace.from_model(NasBench201(), ConvCount()), SequentialExecutionEngine(max_model_count=5))
         nni.trial._params = None
         first[name] = np.mean([r["metric"] for r in strategy.history()])
     assert first["dataset"] > first["plain"] + 1.0  # conv-heavy cells from the first batch on
 
-    with pytest.raises(ValueError, match="go together"):
-        DiffusionNAG(dataset_meta=str(path))
-    bad = DiffusionNAG(**fast, dataset_meta=str(path), dataset=(x[keep][:, :1], y[keep]))  # 1 channel, not 3
+    with pytest.raises(ValueError, match="needs meta_predictor"):
+        DiffusionNAG(dataset=(x[keep], y[keep]))
+    bad = DiffusionNAG(**fast, meta_predictor=str(path), dataset=(x[keep][:, :1], y[keep]))  # 1 channel, not 3
     with pytest.raises(ValueError, match="channel"):
         bad(SimplifiedModelSpace.from_model(NasBench201(), ConvCount()), SequentialExecutionEngine(max_model_count=1))
