@@ -99,16 +99,38 @@ def _freq_table(report: dict, space) -> str:
 
 
 def _parse_task(spec: str):
-    """``NAME=CSV[:COLUMN]`` -> (name, csv, column or None)."""
+    """``NAME=CSV[:COLUMN][@DATASET]`` -> (name, csv, column or None, dataset reference or None)."""
     if "=" not in spec:
-        raise SystemExit(f"--task expects NAME=CSV[:COLUMN], got {spec!r}")
+        raise SystemExit(f"--task expects NAME=CSV[:COLUMN][@DATASET], got {spec!r}")
     name, rest = spec.split("=", 1)
+    dataset = None
+    if "@" in rest:
+        rest, dataset = rest.rsplit("@", 1)
     path, column = rest, None
     if not Path(rest).is_file() and ":" in rest:
         path, column = rest.rsplit(":", 1)
     if not name or not Path(path).is_file():
         raise SystemExit(f"--task {spec!r}: no CSV file at '{path}'")
-    return name, path, column
+    return name, path, column, dataset
+
+
+def _load_task_images(ref: str):
+    """A task's images: ``digits[:C1,C2,...]`` (scikit-learn's digits, optionally a class subset)
+    or a torch file holding ``(x [n, 3, 32, 32], y [n])``."""
+    import torch
+
+    if ref == "digits" or ref.startswith("digits:"):
+        from .evaluators import load_digits_tensors
+
+        x, y, _, _ = load_digits_tensors(32, seed=0)
+        if ":" in ref:
+            keep = torch.isin(y, torch.tensor([int(c) for c in ref.split(":", 1)[1].split(",")]))
+            x, y = x[keep], y[keep]
+        return x, y
+    if not Path(ref).is_file():
+        raise SystemExit(f"dataset reference {ref!r}: expected 'digits[:classes]' or a torch file with (x, y)")
+    data = torch.load(ref, weights_only=True)
+    return (data["x"], data["y"]) if isinstance(data, dict) else tuple(data)
 
 
 def _cmd_train_meta(args: argparse.Namespace) -> int:
@@ -118,16 +140,30 @@ def _cmd_train_meta(args: argparse.Namespace) -> int:
     from .space import get_space
 
     space = get_space(args.space)
-    tasks = {}
+    tasks, images = {}, {}
     for spec in args.task:
-        name, path, column = _parse_task(spec)
+        name, path, column, dataset = _parse_task(spec)
         if name in tasks:
             raise SystemExit(f"task {name!r} given twice")
         try:
             tasks[name] = read_task_csv(space, path, column)
         except ValueError as err:
             raise SystemExit(f"--task {spec!r}: {err}") from None
+        if dataset is not None:
+            images[name] = _load_task_images(dataset)
         _logger.info("task %s: %d rows from %s%s", name, len(tasks[name][1]), path, f" [{column}]" if column else "")
+    if images and len(images) != len(tasks):
+        raise SystemExit(f"give every task a dataset (@DATASET) or none; missing for {sorted(set(tasks) - set(images))}")
+    if images:  # a dataset-aware meta-predictor f(x_t, t, D)
+        from .dataset_encoding import RandomConvExtractor, encode_dataset, train_dataset_meta
+
+        extractor = RandomConvExtractor(seed=args.seed)
+        task_list = [(*tasks[n], encode_dataset(images[n], extractor, images_per_class=16, seed=i))
+                     for i, n in enumerate(tasks)]
+        train_dataset_meta(space, task_list, steps=args.steps, seed=args.seed, extractor=extractor,
+                           output=args.output, progress=True)
+        print(f"dataset-aware meta-predictor for {space.name} on tasks {', '.join(tasks)} saved to {args.output}")
+        return 0
     config = dataclasses.replace(DEFAULT_META_CONFIG, steps=args.steps, ensemble=args.ensemble, hidden=args.hidden)
     meta = train_meta(space, tasks, config, seed=args.seed, output=args.output, progress=True,
                       device="cpu" if args.device == "auto" else args.device, labels=args.labels)
@@ -196,8 +232,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train-meta", help="train a meta-surrogate on task tables (transferable NAS)")
     _add_common(p)
-    p.add_argument("--task", action="append", required=True, metavar="NAME=CSV[:COLUMN]",
-                   help="a task table: CSV with an 'arch' column and a metric column (repeatable)")
+    p.add_argument("--task", action="append", required=True, metavar="NAME=CSV[:COLUMN][@DATASET]",
+                   help="a task table: CSV with an 'arch' column and a metric column (repeatable); "
+                        "@DATASET (digits[:classes] or a torch file with (x, y)) makes the meta-predictor dataset-aware")
     p.add_argument("--output", required=True, help="checkpoint path")
     p.add_argument("--steps", type=int, default=1500)
     p.add_argument("--ensemble", type=int, default=5)

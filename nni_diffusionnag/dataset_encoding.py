@@ -29,6 +29,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 from torch import nn
 
 from .checkpoint import load_checkpoint, save_checkpoint
@@ -445,7 +446,8 @@ def train_dataset_meta(space: GraphSpace, tasks: Sequence[Tuple[np.ndarray, np.n
                        steps: int = 400, seed: int = 0, sde: Optional[SDE] = None, batch_per_task: int = 64,
                        lr: float = 2e-3, images_per_step: Optional[int] = None, hidden: int = 32,
                        num_layers: int = 3, task_dim: int = 32, extractor: Optional[FeatureExtractor] = None,
-                       output: Optional[Union[str, Path]] = None, eps: float = 1e-5) -> DatasetMetaPredictor:
+                       output: Optional[Union[str, Path]] = None, eps: float = 1e-5,
+                       progress: bool = False) -> DatasetMetaPredictor:
     """Meta-train :class:`TaskConditionedSurrogate` on ``tasks``: a list of
     ``(types [M, N], values [M], dataset_features [C, k, d])`` (values to maximise, z-scored per
     task). Each step draws ``batch_per_task`` graphs of every task, perturbs them with the SDE at
@@ -489,7 +491,7 @@ def train_dataset_meta(space: GraphSpace, tasks: Sequence[Tuple[np.ndarray, np.n
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     model.train()
     t0, loss_v = time.time(), float("nan")
-    for _ in range(steps):
+    for _ in tqdm(range(steps), desc="meta-training (dataset-aware)", disable=not progress):
         vecs, xb, yb = [], [], []
         for x0, y, f in zip(xs, ys, fs):
             k = f.shape[1]

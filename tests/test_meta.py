@@ -104,3 +104,22 @@ def test_strategy_with_meta_predictor_starts_better(tmp_path, nb201_csv):
 
     with_meta, without = first5(meta_predictor=str(path)), first5(warmup=5)
     assert with_meta > without, (with_meta, without)
+
+
+def test_cli_train_meta_with_datasets(tmp_path, nb201_csv):
+    from nni_diffusionnag.cli import main
+    from nni_diffusionnag.dataset_encoding import load_dataset_meta
+    from nni_diffusionnag.evaluators import load_digits_tensors
+
+    df = pd.read_csv(nb201_csv).sample(200, random_state=1)
+    csv = tmp_path / "small.csv"
+    df.to_csv(csv, index=False)
+    out = tmp_path / "dm.pt"
+    assert main(["train-meta", "--task", f"even={csv}:cifar10_test_acc@digits:0,2,4,6,8",
+                 "--task", f"odd={csv}:cifar100_test_acc@digits:1,3,5,7,9", "--output", str(out), "--steps", "20"]) == 0
+    predictor = load_dataset_meta(out, NasBench201Space())
+    x, y, _, _ = load_digits_tensors(32)
+    assert predictor.encode((x, y)).shape == (predictor.model.config["task_dim"],)
+    with pytest.raises(SystemExit, match="every task a dataset"):
+        main(["train-meta", "--task", f"even={csv}:cifar10_test_acc@digits:0,2", "--task", f"b={csv}:cifar100_test_acc",
+              "--output", str(out)])
