@@ -266,8 +266,7 @@ class DiffusionNAG(Strategy):
             how = "meta-guided"
         elif n_warm == 0 and len(history) >= 2:
             if len(history) > self._fitted_on:
-                sign = 1.0 if self.optimize_mode == "maximize" else -1.0  # the generator maximises
-                self.generator.fit(np.array([k for k, _ in history]), sign * np.array([v for _, v in history]))
+                self.generator.fit(np.array([k for k, _ in history]), self._to_maximise([v for _, v in history]))
                 self._fitted_on = len(history)
             batch = self.generator.propose(self.batch_size, exclude, self.n_candidates, self.scale,
                                            self.acquisition, self.kappa)
@@ -283,6 +282,10 @@ class DiffusionNAG(Strategy):
         _logger.info("DiffusionNAG: %d %s proposals in %.2f s (%d results so far)", len(batch), how,
                      time.time() - t0, len(history))
         return batch
+
+    def _to_maximise(self, values: Sequence[float]) -> np.ndarray:
+        """Metrics as the generator sees them: it always maximises."""
+        return (1.0 if self.optimize_mode == "maximize" else -1.0) * np.asarray(values, dtype=np.float64)
 
     def _init_dataset_meta(self, prior: DiffusionPrior) -> None:
         from .dataset_encoding import load_dataset_meta
@@ -313,8 +316,7 @@ class DiffusionNAG(Strategy):
             return
         from .meta import _standardise
 
-        sign = 1.0 if self.optimize_mode == "maximize" else -1.0
-        values = _standardise(sign * np.array([v for _, v in history]), self.meta.info.get("labels", "zscore"))
+        values = _standardise(self._to_maximise([v for _, v in history]), self.meta.info.get("labels", "zscore"))
         steps = min(max(self.surrogate_config.steps, self.meta_adapt_steps),
                     self.meta_adapt_steps + 10 * (len(history) - 2))
         self.generator.surrogate = self.meta.adapt(np.array([k for k, _ in history]), values, steps=steps,
@@ -397,8 +399,7 @@ class DiffusionNAG(Strategy):
         if self.meta is not None:
             from .meta import _standardise
 
-            sign = 1.0 if self.optimize_mode == "maximize" else -1.0
-            vals = _standardise(sign * np.array(values), self.meta.info.get("labels", "zscore")) if len(values) > 1 else [0.0]
+            vals = _standardise(self._to_maximise(values), self.meta.info.get("labels", "zscore")) if len(values) > 1 else [0.0]
             gen.best_value = float(np.max(vals))
             return
-        gen.best_value = max(values) if self.optimize_mode == "maximize" else -min(values)
+        gen.best_value = float(self._to_maximise(values).max())
