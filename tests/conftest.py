@@ -1,4 +1,6 @@
+import _thread
 import os
+import threading
 import warnings
 from pathlib import Path
 
@@ -50,3 +52,17 @@ def ts_config(workdir, trials: int, concurrency: int = 1):
     config.experiment_working_directory = str(workdir)
     config.training_service.use_active_gpu = False
     return config
+
+
+def run_bounded(exp, seconds: float = 240) -> None:
+    """``exp.run`` on a free port, bounded in time: a stuck run gets a KeyboardInterrupt after
+    ``seconds``, which NNI turns into stop(). Asserts the experiment finished; the caller stops it."""
+    from nni_diffusionnag.compat import free_port
+
+    watchdog = threading.Timer(seconds, _thread.interrupt_main)
+    watchdog.start()
+    try:
+        finished = exp.run(port=free_port())
+    finally:
+        watchdog.cancel()
+    assert finished is True, "the experiment did not finish (watchdog or error)"

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import _thread
 import csv
 import json
-import threading
 import time
 from pathlib import Path
 
@@ -14,8 +12,7 @@ import pytest
 import torch
 
 from nni_diffusionnag import compat
-from conftest import ts_config  # noqa: E402
-from nni_diffusionnag.compat import free_port  # noqa: E402
+from conftest import run_bounded, ts_config  # noqa: E402
 from nni_diffusionnag.evaluators import NB201Table, TabularEvaluator, load_nb201_table, train_digits
 
 import nni  # noqa: E402  (after our modules: they install the warnings filter first)
@@ -185,18 +182,12 @@ def test_tabular_evaluator_in_ts_experiment(table_csv, tmp_path):
     config = ts_config(tmp_path, trials=3)
     exp = compat.DiffusionNAGExperiment(NasBench201(), evaluator, Random(seed=1), config)
 
-    # Bounded time: a stuck strategy loop gets a KeyboardInterrupt, which NNI turns into stop().
-    watchdog = threading.Timer(240, _thread.interrupt_main)
-    watchdog.start()
     try:
-        finished = exp.run(port=free_port())
-        watchdog.cancel()
-        assert finished is True, "the experiment did not finish (watchdog or error)"
+        run_bounded(exp)
         models = exp.export_top_models(top_k=10)
         jobs = exp.list_trial_jobs()
         status = exp.get_status()
     finally:
-        watchdog.cancel()
         exp.stop()
 
     assert status == "DONE"

@@ -7,15 +7,12 @@ binds each parameter set to its trial; these tests check the patch itself and a 
 
 from __future__ import annotations
 
-import _thread
 import json
-import threading
 
 import pytest
 
 from nni_diffusionnag import compat, portal_fix
-from conftest import ts_config
-from nni_diffusionnag.compat import free_port
+from conftest import run_bounded, ts_config
 from nni_diffusionnag.evaluators import TabularEvaluator
 
 from nni.nas.hub.pytorch import NasBench201  # noqa: E402
@@ -52,18 +49,12 @@ def run_experiment(nb201_csv, tmp_path, trials: int, concurrency: int, keep_runn
     evaluator = TabularEvaluator(str(nb201_csv), "cifar10_test_acc")
     config = ts_config(tmp_path, trials, concurrency)
     exp = compat.DiffusionNAGExperiment(NasBench201(), evaluator, Random(seed=3), config)
-    watchdog = threading.Timer(240, _thread.interrupt_main)
-    watchdog.start()
     try:
-        finished = exp.run(port=free_port())
-        watchdog.cancel()
-        assert finished is True, "the experiment did not finish (watchdog or error)"
+        run_bounded(exp)
         jobs = exp.list_trial_jobs()
     except BaseException:
         exp.stop()
         raise
-    finally:
-        watchdog.cancel()
     if not keep_running:
         exp.stop()
     return exp, evaluator, jobs

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import _thread
 import math
-import threading
 import uuid
 
 import numpy as np
@@ -20,8 +18,7 @@ from nni.nas.experiment import NasExperimentConfig  # noqa: E402
 from nni.nas.hub.pytorch import NasBench201  # noqa: E402
 from nni.nas.space import SimplifiedModelSpace  # noqa: E402
 
-from conftest import ts_config  # noqa: E402
-from nni_diffusionnag.compat import free_port  # noqa: E402
+from conftest import run_bounded, ts_config  # noqa: E402
 from nni_diffusionnag.evaluators import TabularEvaluator  # noqa: E402
 from nni_diffusionnag.nn.surrogate import SurrogateConfig  # noqa: E402
 from nni_diffusionnag.prior import SamplerConfig  # noqa: E402
@@ -156,14 +153,11 @@ def test_nas_experiment_ts_engine(nb201_csv, tmp_path):
     evaluator = TabularEvaluator(str(nb201_csv), "cifar10_test_acc")
     strategy = DiffusionNAG(seed=0, warmup=4, batch_size=2, **FAST)
     exp = compat.DiffusionNAGExperiment(NasBench201(), evaluator, strategy, ts_config(tmp_path, 6, concurrency=2))
-    watchdog = threading.Timer(300, _thread.interrupt_main)
-    watchdog.start()
     try:
-        assert exp.run(port=free_port()) is True
+        run_bounded(exp, seconds=300)
         top = exp.export_top_models(top_k=3, formatter="dict")
         status = exp.get_status()
     finally:
-        watchdog.cancel()
         exp.stop()
     assert status == "DONE"
     assert len(strategy.history()) == 6
