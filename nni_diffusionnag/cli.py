@@ -32,10 +32,10 @@ def _cmd_train_prior(args: argparse.Namespace) -> int:
 
     space = get_space(args.space)
     data = space.enumerate_types()
-    if data is None:
-        raise SystemExit(f"space '{space.name}' cannot be enumerated; train its prior from samples (not yet supported here)")
-    if args.train_size:
-        rng = np.random.default_rng(args.seed)
+    rng = np.random.default_rng(args.seed)
+    if data is None:  # too big to enumerate (OFA MobileNetV3: ~2e19): random architectures as NNI draws them
+        data = space.random_types(args.train_size or 100_000, rng)
+    elif args.train_size:
         data = data[rng.choice(len(data), size=min(args.train_size, len(data)), replace=False)]
     config = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                          checkpoint_every=args.checkpoint_every)
@@ -43,7 +43,10 @@ def _cmd_train_prior(args: argparse.Namespace) -> int:
     torch.manual_seed(args.seed)
     _logger.info("training a prior for %s on %d graphs (%s), %d steps -> %s",
                  space.name, len(data), prior.device, config.steps, args.output)
-    prior.meta["train_types"] = data.astype(np.uint8).tolist() if args.train_size else "all"
+    if space.enumerate_types() is None:
+        prior.meta["train_data"] = f"{len(data)} random architectures (seed {args.seed})"
+    else:
+        prior.meta["train_types"] = data.astype(np.uint8).tolist() if args.train_size else "all"
     t0 = time.time()
     train_prior(prior, data, config, checkpoint=args.output, resume=not args.no_resume)
     if args.strip:  # EMA weights only: the small file we ship as package data
@@ -216,7 +219,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--checkpoint-every", type=int, default=500)
-    p.add_argument("--train-size", type=int, default=0, help="train on a random subset of this many graphs (0: all)")
+    p.add_argument("--train-size", type=int, default=0, help="train on a random subset of this many graphs (0: all, or 100,000 random ones "
+                   "for a space too big to enumerate)")
     p.add_argument("--no-resume", action="store_true", help="start afresh even if --output exists")
     p.add_argument("--strip", action="store_true", help="drop the optimiser state at the end (for shipping)")
     p.set_defaults(func=_cmd_train_prior)

@@ -120,9 +120,11 @@ class DiffusionPrior:
                  score_fn: ScoreFn | None = None, progress: bool = False) -> GeneratedBatch:
         """Sample ``n`` graphs and decode them (strict validity + repaired types)."""
         x = self.sample_features(n, config, seed, score_fn, progress)
-        valid, _ = strict_decode(x, self.legal)
-        types = repair_decode(x, self.legal)
-        return GeneratedBatch(types.cpu().numpy(), valid.cpu().numpy(), x)
+        valid, strict = strict_decode(x, self.legal)
+        # Strict validity also needs the space's rules between nodes; what is handed on is repaired.
+        valid = valid.cpu().numpy() & self.space.is_legal(strict.cpu().numpy())
+        types = self.space.repair(repair_decode(x, self.legal).cpu().numpy(), x)
+        return GeneratedBatch(types, valid, x)
 
     # --- persistence ---------------------------------------------------------------------------
     def save(self, path: str | os.PathLike, training: Dict[str, Any] | None = None) -> None:

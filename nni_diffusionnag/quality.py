@@ -25,7 +25,7 @@ def quality_report(space: GraphSpace, types: np.ndarray, valid: np.ndarray,
     train_types
         ``[M, N]`` the prior's training graphs, for novelty.
     reference_freq
-        ``[N, V]`` per-node type frequencies of the space (default: uniform over legal types).
+        ``[N, V]`` per-node type frequencies of the space (default: ``space.reference_freq()``).
 
     Returns
     -------
@@ -49,7 +49,7 @@ def quality_report(space: GraphSpace, types: np.ndarray, valid: np.ndarray,
         seen = {space.key(t) for t in np.asarray(train_types)}
         report["novelty"] = len(uniq - seen) / max(1, len(uniq))
     legal = space.legal
-    ref = reference_freq if reference_freq is not None else legal / legal.sum(1, keepdims=True)
+    ref = reference_freq if reference_freq is not None else space.reference_freq()
     freq = np.stack([np.bincount(types[:, i], minlength=space.num_types) / max(1, n) for i in range(space.num_nodes)])
     tv = 0.5 * np.abs(freq - ref).sum(1)
     choice_nodes = legal.sum(1) > 1

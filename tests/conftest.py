@@ -66,3 +66,31 @@ def run_bounded(exp, seconds: float = 240) -> None:
     finally:
         watchdog.cancel()
     assert finished is True, "the experiment did not finish (watchdog or error)"
+
+
+def hook_flops(model: torch.nn.Module, resolution: int = 32) -> int:
+    """Count a model's FLOPs by running it: MACs of Conv2d and Linear (+ bias) for one image
+    (NB201's convention, xautodl flop_benchmark), the reference the cost models are tested against."""
+    total = [0]
+
+    def conv_hook(m, inp, out):
+        h, w = out.shape[2:]
+        kh, kw = m.kernel_size
+        macs = kh * kw * m.in_channels // m.groups * m.out_channels * h * w
+        total[0] += macs + (m.out_channels * h * w if m.bias is not None else 0)
+
+    def linear_hook(m, inp, out):
+        total[0] += m.in_features * m.out_features + (m.out_features if m.bias is not None else 0)
+
+    handles = []
+    for mod in model.modules():
+        if isinstance(mod, torch.nn.Conv2d):
+            handles.append(mod.register_forward_hook(conv_hook))
+        elif isinstance(mod, torch.nn.Linear):
+            handles.append(mod.register_forward_hook(linear_hook))
+    model.eval()
+    with torch.no_grad():
+        model(torch.rand(1, 3, resolution, resolution))
+    for h in handles:
+        h.remove()
+    return total[0]

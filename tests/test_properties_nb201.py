@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import hook_flops
 from nni_diffusionnag.properties import NB201Macro, cost_table, count, count_sample, expected_cost
 from nni_diffusionnag.space.nasbench201 import NNI_OPS, NasBench201Space
 
@@ -35,40 +36,13 @@ def hub_space():
     return hub.NasBench201()
 
 
-def _hook_flops(model: torch.nn.Module, resolution: int = 32) -> int:
-    """NB201's convention (xautodl flop_benchmark): MACs of Conv2d and Linear (+ bias), one image."""
-    total = [0]
-
-    def conv_hook(m, inp, out):
-        h, w = out.shape[2:]
-        kh, kw = m.kernel_size
-        macs = kh * kw * m.in_channels // m.groups * m.out_channels * h * w
-        total[0] += macs + (m.out_channels * h * w if m.bias is not None else 0)
-
-    def linear_hook(m, inp, out):
-        total[0] += m.in_features * m.out_features + (m.out_features if m.bias is not None else 0)
-
-    handles = []
-    for mod in model.modules():
-        if isinstance(mod, torch.nn.Conv2d):
-            handles.append(mod.register_forward_hook(conv_hook))
-        elif isinstance(mod, torch.nn.Linear):
-            handles.append(mod.register_forward_hook(linear_hook))
-    model.eval()
-    with torch.no_grad():
-        model(torch.rand(1, 3, resolution, resolution))
-    for h in handles:
-        h.remove()
-    return total[0]
-
-
 @pytest.mark.parametrize("name", list(SAMPLES))
 def test_matches_frozen_hub_model(hub_space, name):
     sample = SAMPLES[name]
     model = hub_space.freeze(sample)
     params = sum(p.numel() for p in model.parameters())
     assert count_sample(sample, "params") == params
-    assert count_sample(sample, "flops") == _hook_flops(model)
+    assert count_sample(sample, "flops") == hook_flops(model)
 
 
 def test_known_nb201_ranges():
@@ -89,7 +63,7 @@ def test_non_default_macro_matches_hub():
     sample = SAMPLES["mixed"]
     model = space.freeze(sample)
     assert count_sample(sample, "params", macro) == sum(p.numel() for p in model.parameters())
-    assert count_sample(sample, "flops", macro) == _hook_flops(model, resolution=16)
+    assert count_sample(sample, "flops", macro) == hook_flops(model, resolution=16)
 
 
 def test_table_shape_and_zeros():

@@ -3,15 +3,16 @@
 from typing import Any
 
 from .base import GraphSpace, SpaceSignature, reachability
+from .mobilenetv3 import MobileNetV3OFASpace
 from .nasbench201 import NasBench201Space
 
-__all__ = ["GraphSpace", "SpaceSignature", "reachability", "NasBench201Space", "get_space", "space_for_model"]
+__all__ = ["GraphSpace", "SpaceSignature", "reachability", "NasBench201Space", "MobileNetV3OFASpace", "get_space", "space_for_model"]
 
-_SPACES = {"nasbench201": NasBench201Space}
+_SPACES = {"nasbench201": NasBench201Space, "mobilenetv3ofa": MobileNetV3OFASpace}
 
 
 def get_space(name: str) -> GraphSpace:
-    """Resolve a space by name (``nasbench201``); the error lists the known names."""
+    """Resolve a space by name (``nasbench201``, ``mobilenetv3-ofa``); the error lists the known names."""
     key = name.lower().replace("-", "").replace("_", "")
     if key not in _SPACES:
         raise ValueError(f"unknown space {name!r}; known spaces: {sorted(_SPACES)}")
@@ -21,16 +22,19 @@ def get_space(name: str) -> GraphSpace:
 def space_for_model(model_space: Any, discretize: Any = None) -> GraphSpace:
     """The graph space of an NNI model space (anything with ``simplify()``).
 
-    NNI's ``NasBench201`` gets the 8-node encoding of the paper (and its shipped prior); any
+    NNI's ``NasBench201`` gets the 8-node encoding of the paper, a ``MobileNetV3Space`` with OFA's
+    decisions (:func:`~nni_diffusionnag.space.mobilenetv3.ofa_mobilenetv3`) the paper's 20-node
+    one (both with shipped priors); any
     other space of categorical decisions gets the generic decision-graph encoding
     (:class:`~nni_diffusionnag.space.generic.GenericSpace`). A numerical mutable (``nni.uniform``)
     raises :class:`~nni_diffusionnag.exceptions.UnsupportedSpaceError` naming it, unless
     ``discretize`` bins it.
     """
     mutables = model_space.simplify()
-    space = NasBench201Space.match(mutables)
-    if space is not None:
-        return space
+    for known in (NasBench201Space, MobileNetV3OFASpace):
+        space = known.match(mutables)
+        if space is not None:
+            return space
     from .generic import GenericSpace
 
     return GenericSpace.from_model(model_space, discretize=discretize)

@@ -187,6 +187,19 @@ class GraphSpace:
         types = np.atleast_2d(types)
         return self.legal[np.arange(self.num_nodes)[None, :], types].all(axis=1)
 
+    def repair(self, types: np.ndarray, x: Any = None) -> np.ndarray:
+        """Make argmax-decoded types ``[N]`` or ``[B, N]`` obey rules between nodes (a copy).
+
+        ``x`` are the raw features the types were decoded from (a space may use them to decide).
+        The default has no such rules and returns the types unchanged.
+        """
+        return np.array(types, dtype=np.int64, copy=True)
+
+    def reference_freq(self) -> np.ndarray:
+        """``[N, V]`` per-node type frequencies of random architectures (default: uniform over the
+        legal types), the reference of the prior's quality report."""
+        return self.legal / self.legal.sum(1, keepdims=True)
+
     def enumerate_types(self) -> np.ndarray | None:
         """All graphs of the space as ``[M, N]`` type indices, or None if the space is too big."""
         return None
