@@ -188,6 +188,11 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
         result = run_generate_bench(args.output, args.space, n=args.n, seeds=args.seeds or 3, prior_path=args.prior,
                                     device=args.device)
+    elif args.which == "mobilenetv3":
+        from .bench.mobilenetv3 import run_mbv3_bench, summarize
+
+        result = run_mbv3_bench(args.output, seeds=args.seeds or 5, budget_mflops=args.flops_budget,
+                                prior_path=args.prior, device=args.device)
     elif args.which == "guidance":
         from .bench.guidance import run_guidance_bench, summarize
 
@@ -247,7 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_train_meta)
 
     p = sub.add_parser("bench", help="benchmarks behind docs/benchmarks.md (JSON + PNG)")
-    p.add_argument("which", choices=["generate", "guidance", "search", "transfer"])
+    p.add_argument("which", choices=["generate", "guidance", "search", "transfer", "mobilenetv3"])
     p.add_argument("--space", default="nasbench201")
     p.add_argument("--table", default=None, help="NB201 table CSV (guidance, search)")
     p.add_argument("--column", default="cifar10_test_acc", help="table column to maximise (search)")
@@ -259,6 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--full-budget", action="store_true",
                    help="search: keep going after the table optimum (for timing a whole run)")
     p.add_argument("-n", type=int, default=1000, help="graphs per run (generate)")
+    p.add_argument("--flops-budget", type=float, default=220.0, help="MFLOPs budget (mobilenetv3)")
     p.add_argument("--device", default="cpu", help="generator device (default cpu, for comparable timings)")
     p.set_defaults(func=_cmd_bench)
     return parser

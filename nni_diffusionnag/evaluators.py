@@ -19,7 +19,7 @@ import os
 import threading
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 from . import compat
 
@@ -30,11 +30,13 @@ import nni  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
+from tqdm.auto import tqdm  # noqa: E402
 from nni.nas.evaluator import Evaluator  # noqa: E402
 
 from .space.nasbench201 import NasBench201Space  # noqa: E402
 
-__all__ = ["train_cifar10", "load_cifar10_tensors", "NB201Table", "load_nb201_table", "TabularEvaluator", "train_digits", "load_digits_tensors"]
+__all__ = ["train_cifar10", "load_cifar10_tensors", "NB201Table", "load_nb201_table", "TabularEvaluator", "train_digits", "load_digits_tensors",
+           "label_on_digits"]
 
 _logger = logging.getLogger(__name__)
 
@@ -390,6 +392,27 @@ def train_digits(model: torch.nn.Module, epochs: int = 2, batch_size: int = 32, 
     finally:
         if torch.get_num_threads() != previous_threads:
             torch.set_num_threads(previous_threads)
+
+
+def label_on_digits(model_space: Any, samples: Sequence[Mapping[str, Any]], epochs: int = 2,
+                    max_train_samples: Optional[int] = 512, progress: bool = True, **train_kwargs: Any) -> np.ndarray:
+    """Accuracy (%) of each NNI sample of ``model_space`` trained briefly with :func:`train_digits`.
+
+    Outside NNI, for a few measured results to fit an accuracy surrogate on (as a user would from
+    past trials). The model space must have 10 outputs (e.g. ``num_labels=10``). NNI's per-epoch
+    "result" log lines are silenced; a progress bar shows the count.
+    """
+    nni_logger = logging.getLogger("nni")
+    level = nni_logger.level
+    nni_logger.setLevel(logging.WARNING)
+    out = []
+    try:
+        for sample in tqdm(samples, desc="training on digits", disable=not progress):
+            out.append(train_digits(model_space.freeze(dict(sample)), epochs=epochs,
+                                    max_train_samples=max_train_samples, **train_kwargs))
+    finally:
+        nni_logger.setLevel(level)
+    return np.asarray(out, dtype=np.float64)
 
 
 def _train_digits(model: torch.nn.Module, epochs: int, batch_size: int, lr: float, optimizer: str,

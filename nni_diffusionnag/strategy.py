@@ -101,7 +101,10 @@ class DiffusionNAG(Strategy):
     optimize_mode
         ``'maximize'`` or ``'minimize'`` the metric.
     constraints
-        Cost budgets (e.g. :func:`nni_diffusionnag.properties.budget_constraint`).
+        Cost budgets: :class:`~nni_diffusionnag.generator.Constraint` objects (e.g.
+        :func:`nni_diffusionnag.properties.budget_constraint` for NB201) or factories
+        ``(graph_space, model_space) -> Constraint`` resolved once the space is known (e.g.
+        :func:`nni_diffusionnag.properties.mobilenetv3.mobilenetv3_budget`).
     surrogate
         Surrogate ensemble settings.
     sampler
@@ -192,7 +195,9 @@ class DiffusionNAG(Strategy):
 
             prior = prior_for_space(self.space, model_space, time_budget_s=self.prior_time_budget,
                                     device=self.device, seed=self.seed)
-        self.generator = GuidedGenerator(prior, self.surrogate_config, self.sampler, self.constraints, seed=self.seed)
+        # A constraint may be a factory of the space (its cost model depends on the encoding).
+        constraints = [c if isinstance(c, Constraint) else c(self.space, model_space) for c in self.constraints]
+        self.generator = GuidedGenerator(prior, self.surrogate_config, self.sampler, constraints, seed=self.seed)
         if self.meta_predictor:
             from .meta import load_meta
 

@@ -87,3 +87,29 @@ def test_numerical_mutable_is_refused_by_name_then_discretized():
     with pytest.raises(UnsupportedSpaceError, match="dropout"):
         _run(WithDropout(), trials=2)
     _run(WithDropout(), trials=6, discretize=4)
+
+
+def test_ofa_mobilenetv3_under_a_flops_budget():
+    """The paper's 20-node encoding with its shipped prior; every trial fits the exact budget."""
+    from nni_diffusionnag.properties.mobilenetv3 import MobileNetV3Macro, count_sample, mobilenetv3_budget
+    from nni_diffusionnag.space.mobilenetv3 import MobileNetV3OFASpace, ofa_mobilenetv3
+
+    model_space = ofa_mobilenetv3()
+    strategy = _run(model_space, trials=8, constraints=[mobilenetv3_budget("flops", 230)])
+    assert isinstance(strategy.space, MobileNetV3OFASpace)
+    assert "on the fly" not in str(strategy.generator.prior.meta.get("source", ""))  # the shipped prior
+    macro = MobileNetV3Macro.from_model(model_space)
+    flops = [count_sample(r["sample"], macro)["flops"] / 1e6 for r in strategy.history()]
+    assert max(flops) <= 230
+
+
+def test_default_mobilenetv3_under_a_flops_budget():
+    """NNI's default space (generic encoding): the additive fit guides, the exact count decides."""
+    import nni.nas.hub.pytorch as hub
+
+    from nni_diffusionnag.properties.mobilenetv3 import MobileNetV3Macro, count_sample, mobilenetv3_budget
+
+    model_space = hub.MobileNetV3Space()
+    strategy = _run(model_space, trials=6, constraints=[mobilenetv3_budget("flops", 200, num_samples=300)])
+    macro = MobileNetV3Macro.from_model(model_space)
+    assert max(count_sample(r["sample"], macro)["flops"] / 1e6 for r in strategy.history()) <= 200

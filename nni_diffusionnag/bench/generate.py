@@ -63,7 +63,7 @@ def _plot(result: Dict[str, Any], path: Path) -> None:
     fig, ax = plt.subplots(1, 2, figsize=(10, 4))
     for key in ("validity", "uniqueness"):
         ax[0].plot(steps, agg(key), marker="o", label=key)
-    ax[0].plot(steps, agg("max_tv"), marker="s", label="max TV to uniform")
+    ax[0].plot(steps, agg("max_tv"), marker="s", label="max TV to the space")
     ax[0].set(xscale="log", xlabel="PC steps", title=f"{result['space']}: quality of {result['n']} samples")
     ax[0].legend()
     ax[1].plot(steps, agg("seconds"), marker="o")

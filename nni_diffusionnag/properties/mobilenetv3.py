@@ -47,7 +47,8 @@ if TYPE_CHECKING:
     from ..generator import Constraint
 
 __all__ = ["MobileNetV3Macro", "KINDS", "count_sample", "count", "cost_table", "expected_cost", "budget_constraint",
-           "cost_target", "fit_additive_cost", "space_budget_constraint", "make_divisible", "inverted_residual"]
+           "cost_target", "fit_additive_cost", "space_budget_constraint", "make_divisible", "inverted_residual",
+           "mobilenetv3_budget"]
 
 KINDS: Tuple[str, ...] = ("params", "flops")
 _UNITS = {None: 1.0, "": 1.0, "count": 1.0, "K": 1e3, "M": 1e6, "G": 1e9}
@@ -85,9 +86,13 @@ class MobileNetV3Macro:
     @classmethod
     def from_model(cls, model_space: Any, resolution: int = 224) -> "MobileNetV3Macro":
         """The macro of a ``MobileNetV3Space`` instance (from the arguments NNI traced)."""
+        # An ExecutableModelSpace (what a strategy sees) wraps the model space or its trace copy.
+        for attr in ("model_space", "model"):
+            model_space = getattr(model_space, attr, model_space)
+        name = getattr(getattr(model_space, "trace_symbol", None), "__name__", type(model_space).__name__)
+        if name != "MobileNetV3Space":
+            raise TypeError(f"expected NNI's MobileNetV3Space, got {name}")
         kwargs = dict(getattr(model_space, "trace_kwargs", None) or {})
-        if type(model_space).__name__ != "MobileNetV3Space":
-            raise TypeError(f"expected NNI's MobileNetV3Space, got {type(model_space).__name__}")
         if getattr(model_space, "trace_args", None):
             raise ValueError("pass MobileNetV3Space arguments by keyword so that they can be read back")
         names = {f for f in cls.__dataclass_fields__ if f != "resolution"}
@@ -351,3 +356,16 @@ def space_budget_constraint(space: GraphSpace, model_space: Any, kind: str, budg
                       relaxed=lambda x: expected_cost(x, kind, temperature, table=(const, coef), legal=space.legal),
                       exact=exact, scale=scale)
 
+
+def mobilenetv3_budget(kind: str, budget: float, unit: Optional[str] = "M", resolution: int = 224,
+                       **options: Any) -> Callable[[GraphSpace, Any], "Constraint"]:
+    """``kind <= budget`` for :class:`~nni_diffusionnag.DiffusionNAG` on a ``MobileNetV3Space``, made
+    when the strategy knows the space: ``DiffusionNAG(constraints=[mobilenetv3_budget('flops', 220)])``
+    (220 MFLOPs at 224x224). ``options`` go to :func:`space_budget_constraint`."""
+    _check_kind(kind)
+    _scale(unit)
+
+    def make(space: GraphSpace, model_space: Any) -> "Constraint":
+        return space_budget_constraint(space, model_space, kind, budget, unit, resolution=resolution, **options)
+
+    return make
