@@ -36,14 +36,24 @@ class Constraint:
     """A cost budget ``exact(types) <= budget``.
 
     ``relaxed(x) -> [B]`` is a differentiable version of the cost on (noisy) features ``[B, N, V]``
-    used for guidance; ``exact(types) -> [B]`` decides membership afterwards.
+    used for guidance; ``exact(types) -> [B]`` decides membership afterwards. With
+    ``noise_aware``, ``relaxed(x, noise_temperature)`` also gets ``sigma(t)^2 / (2 alpha(t))``
+    ``[B]``: the softmax temperature at which ``softmax(x / T)`` is the posterior of a node's
+    type given ``x_t`` under a uniform prior (``log p(k | x_t) = 2 alpha x_k / sigma^2 + c`` for
+    centred one-hots), so the relaxed cost is ``E[cost | x_t]`` at every noise level.
     """
 
     name: str
     budget: float
-    relaxed: Callable[[torch.Tensor], torch.Tensor]
+    relaxed: Callable[..., torch.Tensor]
     exact: Callable[[np.ndarray], np.ndarray]
     scale: float = 1.0
+    noise_aware: bool = False
+    margin: float = 0.0  # guide towards budget * (1 - margin): the relaxed cost is not the exact one
+
+    @property
+    def guide_budget(self) -> float:
+        return self.budget * (1.0 - self.margin)
 
     def satisfied(self, types: np.ndarray) -> np.ndarray:
         return self.exact(types) <= self.budget
@@ -135,8 +145,15 @@ class GuidedGenerator:
 
             terms.append(GuidanceTerm(value, scale, f"surrogate-{acquisition}"))
         for c in self.constraints:
-            terms.append(GuidanceTerm(lambda x, t, c=c: budget_penalty(c.relaxed(x), c.budget), c.scale, c.name))
+            terms.append(GuidanceTerm(lambda x, t, c=c: budget_penalty(self._relaxed(c, x, t), c.guide_budget), c.scale,
+                                      c.name, constraint=True))
         return terms + self.targets
+
+    def _relaxed(self, c: Constraint, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        if not c.noise_aware:
+            return c.relaxed(x)
+        mean, std = self.sde.marginal_prob(torch.ones_like(t), t)  # alpha(t) = mean of x_0 = 1
+        return c.relaxed(x, std**2 / (2.0 * mean))
 
     def generate(self, n: int, scale: float = DEFAULT_SCALE, acquisition: str = "mean", kappa: float = 1.0,
                  seed: Optional[int] = None, progress: bool = False) -> GeneratedBatch:

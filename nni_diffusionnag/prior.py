@@ -10,7 +10,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any, Callable, Dict
 
 import numpy as np
 import torch
@@ -19,7 +19,7 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .diffusion.decoding import repair_decode, strict_decode
 from .diffusion.sampling import ScoreFn, get_score_fn, pc_sample
 from .diffusion.sde import SDE, VESDE, get_sde
-from .nn.score_net import ScoreNetConfig, ScoreNetwork
+from .nn.score_net import ScoreNetConfig, ScoreNetwork, known_illegal_score
 from .space import GraphSpace, get_space
 
 __all__ = ["DiffusionPrior", "SamplerConfig", "GeneratedBatch", "resolve_device", "shipped_prior_path"]
@@ -86,15 +86,22 @@ class DiffusionPrior:
                  device: str | torch.device | None = None) -> None:
         self.space = space
         self.sde = sde or VESDE(0.1, 5.0)
-        self.net_config = net_config or ScoreNetConfig(log_noise=self.sde.kind == "ve")
+        self.net_config = net_config or ScoreNetConfig(log_noise=self.sde.kind == "ve", mask_illegal=True)
         self.device = resolve_device(device)
         self.net = ScoreNetwork(space.num_types, space.adjacency, space.attention_mask(), self.net_config).to(self.device)
         self.legal = torch.as_tensor(space.legal, device=self.device)
         self.meta: Dict[str, Any] = {}
 
+    def model(self) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]:
+        """The score model ``(x, noise_level, std) -> score`` that training and sampling use: the
+        network, with the illegal entries in closed form if ``net_config.mask_illegal``."""
+        if self.net_config.mask_illegal:
+            return known_illegal_score(self.net, self.legal, vp=self.sde.kind == "vp")
+        return self.net
+
     def score_fn(self) -> ScoreFn:
         """Score function of the network as it is (call :meth:`eval` first when sampling)."""
-        return get_score_fn(self.sde, self.net)
+        return get_score_fn(self.sde, self.model())
 
     def eval(self) -> "DiffusionPrior":
         self.net.eval()

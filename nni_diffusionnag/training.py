@@ -120,7 +120,7 @@ def train_prior(prior: DiffusionPrior, data: np.ndarray, config: TrainConfig = T
     bar = tqdm(total=config.steps, initial=step, desc="training prior", disable=not progress)
     while step < config.steps:
         idx = torch.randint(0, len(x_all), (config.batch_size,), device=device, generator=gen)
-        loss = dsm_loss(net, prior.sde, x_all[idx], generator=gen)
+        loss = dsm_loss(prior.model(), prior.sde, x_all[idx], generator=gen)
         for group in opt.param_groups:  # linear warm-up
             group["lr"] = config.lr * min(1.0, (step + 1) / max(1, config.warmup))
         opt.zero_grad(set_to_none=True)

@@ -134,10 +134,11 @@ def _guided_run(gen: GuidedGenerator, counter: _Counter, budget: float, targets:
 
 
 def run_mbv3_bench(output: str | Path, seeds: int = 5, budget_mflops: float = 220.0, num_labels: int = 24,
-                   label_epochs: int = 2, reference: int = 100_000, batch: int = 20, max_batches: int = 50,
+                   label_epochs: int = 2, reference: int = 1_000_000, batch: int = 20, max_batches: int = 50,
                    filter_cap: int = 400_000, scale: float = 1.0, sampler: SamplerConfig = SamplerConfig(num_steps=30),
                    surrogate: SurrogateConfig = SurrogateConfig(), prior_path: str | None = None,
-                   device: str = "cpu") -> Dict[str, Any]:
+                   device: str = "cpu", sweep_budgets: Sequence[float] = (200.0, 220.0, 250.0),
+                   sweep_scales: Sequence[float] = (1.0, 2.0, 3.0, 5.0), sweep_seeds: int = 3) -> Dict[str, Any]:
     """Run the benchmark; write ``mobilenetv3.json`` and ``mobilenetv3.png`` under ``output``."""
     out = Path(output)
     space = MobileNetV3OFASpace()
@@ -169,11 +170,35 @@ def run_mbv3_bench(output: str | Path, seeds: int = 5, budget_mflops: float = 22
         counter.remove()
         result["runs"].append(row)
         _logger.info("seed %d: filter %s / guided %s", seed, row["filter"]["hits"], row["guided"]["hits"])
+    result["budget_sweep"] = _budget_sweep(prior, sampler, surrogate, label_types, acc, sweep_budgets,
+                                           sweep_scales, sweep_seeds)
     result["peak_rss_mb"] = round(peak_rss_mb(), 1)
     result["summary"] = _summary(result)
     write_json(out / "mobilenetv3.json", result)
     _plot(result, out / "mobilenetv3.png")
     return result
+
+
+def _budget_sweep(prior: DiffusionPrior, sampler: SamplerConfig, surrogate: SurrogateConfig, label_types: np.ndarray,
+                  acc: np.ndarray, budgets: Sequence[float], scales: Sequence[float], seeds: int,
+                  n: int = 100) -> List[Dict[str, Any]]:
+    """Fraction of generated networks within budget against the budget term's scale, with the
+    budget alone and with accuracy guidance (scale 1) on top."""
+    rows = []
+    for budget in tqdm(budgets, desc="budget sweep"):
+        for scale in scales:
+            constraint = mbv3.budget_constraint("flops", budget, scale=scale)
+            for acc_scale in (0.0, 1.0):
+                within = []
+                for seed in range(seeds):
+                    gen = GuidedGenerator(prior, surrogate, sampler, constraints=[constraint], seed=seed)
+                    if acc_scale:
+                        gen.fit(label_types, acc)
+                    out = gen.generate(n, scale=acc_scale, acquisition="mean", seed=seed)
+                    within.append(float((mbv3.count(out.types, "flops", unit="M") <= budget).mean()))
+                rows.append({"budget": budget, "budget_scale": scale, "accuracy_scale": acc_scale,
+                             "within": float(np.mean(within)), "per_seed": within})
+    return rows
 
 
 def _target_names() -> List[str]:
@@ -213,6 +238,16 @@ def summarize(result: Dict[str, Any]) -> str:
     lines.append("")
     lines.append(f"Budget {result['budget_mflops']:g} MFLOPs: {frac:.1%} of random networks fit; {within:.1%} of the guided "
                  f"networks did. Medians over {result['seeds']} seeds; '>' = some runs hit the cap.")
+    sweep = result.get("budget_sweep", [])
+    if sweep:
+        scales = sorted({r["budget_scale"] for r in sweep})
+        lines += ["", "| budget (MFLOPs) | accuracy guidance | " + " | ".join(f"budget scale {s:g}" for s in scales) + " |",
+                  "|---|---|" + "---|" * len(scales)]
+        for budget in sorted({r["budget"] for r in sweep}):
+            for acc_scale in (0.0, 1.0):
+                cells = [next(r for r in sweep if r["budget"] == budget and r["budget_scale"] == s
+                              and r["accuracy_scale"] == acc_scale)["within"] for s in scales]
+                lines.append(f"| {budget:g} | {'scale 1' if acc_scale else 'off'} | " + " | ".join(f"{c:.1%}" for c in cells) + " |")
     return "\n".join(lines)
 
 
