@@ -28,3 +28,33 @@ def test_search_bench_writes_json_and_plot(nb201_csv, tmp_path):
 def test_stop_at_optimum_ends_a_run(nb201_csv):
     run = run_one("Random", nb201_csv, "cifar10_test_acc", seed=0, budget=50, stop_at=0.0)
     assert len(run["metrics"]) == 1  # the first result already reaches the threshold
+
+
+def test_mobilenetv3_bench_counts_every_predictor_call(tmp_path):
+    """Tiny run of `bench mobilenetv3` (cached synthetic labels instead of digits training)."""
+    import numpy as np
+
+    from nni_diffusionnag.bench.mobilenetv3 import run_mbv3_bench, summarize as summarize_mbv3
+    from nni_diffusionnag.nn.surrogate import SurrogateConfig
+    from nni_diffusionnag.prior import SamplerConfig
+    from nni_diffusionnag.space.mobilenetv3 import MobileNetV3OFASpace
+
+    space = MobileNetV3OFASpace()
+    types = space.random_types(16, np.random.default_rng(0))
+    labels = {"n": 16, "epochs": 1, "types": types.tolist(), "accuracy": (types[:, 0] * 1.0 + 80).tolist(),
+              "seconds": 0, "task": "synthetic (test)"}
+    tmp_path.mkdir(exist_ok=True)
+    (tmp_path / "mbv3_labels.json").write_text(json.dumps(labels))
+    result = run_mbv3_bench(tmp_path, seeds=1, num_labels=16, label_epochs=1, reference=4000, batch=4,
+                            max_batches=2, min_batches=1, trace_calls=0, filter_cap=3000,
+                            sampler=SamplerConfig(num_steps=5), surrogate=SurrogateConfig(hidden=8, steps=20, ensemble=2),
+                            sweep_budgets=(220.0,), sweep_scales=(1.0,), sweep_seeds=1)
+    assert (tmp_path / "mobilenetv3.json").is_file() and (tmp_path / "mobilenetv3.png").is_file()
+    run = result["runs"][0]
+    guided = run["guided"]
+    per_batch = 4 * 2 * 5  # graphs x (corrector + predictor) x steps, before scoring
+    assert per_batch * guided["batches"] <= guided["calls"] <= (per_batch + 4) * guided["batches"]
+    assert run["filter"]["calls"] <= 3000
+    for hit in list(run["filter"]["hits"].values()) + list(guided["hits"].values()):
+        assert hit is None or hit["calls"] >= 1
+    assert len(result["budget_sweep"]) == 2 and "sample-and-filter" in summarize_mbv3(result)

@@ -98,10 +98,13 @@ def _first_hits(scores: np.ndarray, targets: Sequence[float], done: Dict[int, An
 
 
 def _filter_run(gen: GuidedGenerator, counter: _Counter, space: MobileNetV3OFASpace, budget: float,
-                targets: Sequence[float], cap: int, rng: np.random.Generator, chunk: int = 20_000) -> Dict[str, Any]:
+                targets: Sequence[float], cap: int, rng: np.random.Generator, trace_calls: int,
+                chunk: int = 5_000) -> Dict[str, Any]:
+    """Until every target is reached (or ``cap`` calls), and at least ``trace_calls`` for the trace."""
     done: Dict[int, Any] = {}
-    start_calls, t0, drawn = counter.calls, time.time(), 0
-    while len(done) < len(targets) and counter.calls - start_calls < cap:
+    start_calls, t0, drawn, best = counter.calls, time.time(), 0, -np.inf
+    trace: List[List[float]] = []
+    while (len(done) < len(targets) or counter.calls - start_calls < trace_calls) and counter.calls - start_calls < cap:
         types = space.random_types(chunk, rng)
         drawn += chunk
         ok = types[mbv3.count(types, "flops", unit="M") <= budget]
@@ -109,15 +112,19 @@ def _filter_run(gen: GuidedGenerator, counter: _Counter, space: MobileNetV3OFASp
         before = counter.calls - start_calls
         mean, _ = gen.predict(ok)
         _first_hits(mean, targets, done, before, time.time() - t0)
+        best = max(best, float(mean.max())) if len(mean) else best
+        trace.append([counter.calls - start_calls, best])
     return {"hits": {str(i): done.get(i) for i in range(len(targets))}, "calls": counter.calls - start_calls,
-            "drawn": drawn, "seconds": round(time.time() - t0, 2)}
+            "drawn": drawn, "seconds": round(time.time() - t0, 2), "trace": trace}
 
 
 def _guided_run(gen: GuidedGenerator, counter: _Counter, budget: float, targets: Sequence[float], batch: int,
-                max_batches: int, scale: float, seed: int) -> Dict[str, Any]:
+                max_batches: int, min_batches: int, scale: float, seed: int) -> Dict[str, Any]:
+    """Until every target is reached (or ``max_batches``), and at least ``min_batches`` for the trace."""
     done: Dict[int, Any] = {}
-    start_calls, t0 = counter.calls, time.time()
+    start_calls, t0, best = counter.calls, time.time(), -np.inf
     within: List[float] = []
+    trace: List[List[float]] = []
     for b in range(max_batches):
         out = gen.generate(batch, scale=scale, acquisition="mean", seed=seed * 1000 + b)
         flops = mbv3.count(out.types, "flops", unit="M")
@@ -127,14 +134,18 @@ def _guided_run(gen: GuidedGenerator, counter: _Counter, budget: float, targets:
         if len(ok):
             mean, _ = gen.predict(ok)
             _first_hits(mean, targets, done, before, time.time() - t0)
-        if len(done) == len(targets):
+            best = max(best, float(mean.max()))
+        trace.append([counter.calls - start_calls, best])
+        if len(done) == len(targets) and b + 1 >= min_batches:
             break
     return {"hits": {str(i): done.get(i) for i in range(len(targets))}, "calls": counter.calls - start_calls,
-            "batches": len(within), "within_budget": float(np.mean(within)), "seconds": round(time.time() - t0, 2)}
+            "batches": len(within), "within_budget": float(np.mean(within)), "seconds": round(time.time() - t0, 2),
+            "trace": trace}
 
 
 def run_mbv3_bench(output: str | Path, seeds: int = 5, budget_mflops: float = 220.0, num_labels: int = 24,
                    label_epochs: int = 2, reference: int = 1_000_000, batch: int = 20, max_batches: int = 50,
+                   min_batches: int = 10, trace_calls: int = 100_000,
                    filter_cap: int = 400_000, scale: float = 1.0, sampler: SamplerConfig = SamplerConfig(num_steps=30),
                    surrogate: SurrogateConfig = SurrogateConfig(), prior_path: str | None = None,
                    device: str = "cpu", sweep_budgets: Sequence[float] = (200.0, 220.0, 250.0),
@@ -165,8 +176,8 @@ def run_mbv3_bench(output: str | Path, seeds: int = 5, budget_mflops: float = 22
         row: Dict[str, Any] = {"seed": seed, "targets": targets, "reference_within": len(ref_within),
                                "fraction_within_budget": len(ref_within) / reference}
         row["filter"] = _filter_run(gen, counter, space, budget_mflops, targets, filter_cap,
-                                    np.random.default_rng(20_000 + seed))
-        row["guided"] = _guided_run(gen, counter, budget_mflops, targets, batch, max_batches, scale, seed)
+                                    np.random.default_rng(20_000 + seed), trace_calls)
+        row["guided"] = _guided_run(gen, counter, budget_mflops, targets, batch, max_batches, min_batches, scale, seed)
         counter.remove()
         result["runs"].append(row)
         _logger.info("seed %d: filter %s / guided %s", seed, row["filter"]["hits"], row["guided"]["hits"])
@@ -258,18 +269,30 @@ def _plot(result: Dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     names = _target_names()
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(13, 4.5))
     xs = np.arange(len(names))
-    for k, (method, color) in enumerate((("filter", "tab:gray"), ("guided", "tab:blue"))):
+    styles = (("filter", "tab:gray", "sample-and-filter"), ("guided", "tab:blue", "guided"))
+    for k, (method, color, label) in enumerate(styles):
         for i in range(len(names)):
             calls = [r[method]["hits"][str(i)]["calls"] if r[method]["hits"][str(i)] else r[method]["calls"]
                      for r in result["runs"]]
             ax.scatter(np.full(len(calls), xs[i] + (k - 0.5) * 0.25), calls, color=color, s=18,
-                       label=("sample-and-filter" if method == "filter" else "guided") if i == 0 else None)
+                       label=label if i == 0 else None)
+        for j, r in enumerate(result["runs"]):
+            trace = np.asarray(r[method].get("trace", []))
+            if len(trace):
+                ax2.plot(trace[:, 0], trace[:, 1], color=color, lw=1, alpha=0.7, label=label if j == 0 else None)
     ax.set_yscale("log")
     ax.set_xticks(xs, names)
-    ax.set(ylabel="predictor calls to reach the target", title=f"OFA MobileNetV3, FLOPs <= {result['budget_mflops']:g} M")
+    ax.set(ylabel="predictor calls to reach the target",
+           title=f"OFA MobileNetV3, FLOPs <= {result['budget_mflops']:g} M ({len(result['runs'])} seeds)")
     ax.legend()
+    for i, target in enumerate(result["runs"][0]["targets"]):
+        ax2.axhline(target, ls=":", color="k", lw=0.7)
+    ax2.set_xscale("log")
+    ax2.set(xlabel="predictor calls", ylabel="best predicted accuracy within budget (%)",
+            title="best so far (dotted: seed 0 targets)")
+    ax2.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
