@@ -189,3 +189,17 @@ def test_flops_constrained_generation_stays_within_budget(ofa_prior, accuracy_sc
     flops = mbv3.count(out.types, "flops", unit="M")
     assert (flops <= 220).mean() >= 0.95
     assert len({SPACE.key(t) for t in out.types}) > 150  # still diverse
+
+
+def test_flops_as_a_guidance_target(ofa_prior):
+    """cost_target: fewer (or more) FLOPs as a term to maximise, no budget."""
+    from nni_diffusionnag.generator import GuidedGenerator
+    from nni_diffusionnag.prior import SamplerConfig
+
+    sampler = SamplerConfig(num_steps=30)
+    plain = mbv3.count(GuidedGenerator(ofa_prior, sampler=sampler).generate(100, seed=1).types, "flops", unit="M")
+    fewer = GuidedGenerator(ofa_prior, sampler=sampler, targets=[mbv3.cost_target("flops", scale=0.5)])
+    more = GuidedGenerator(ofa_prior, sampler=sampler, targets=[mbv3.cost_target("flops", scale=0.5, minimize=False)])
+    low = mbv3.count(fewer.generate(100, seed=1).types, "flops", unit="M")
+    high = mbv3.count(more.generate(100, seed=1).types, "flops", unit="M")
+    assert low.mean() < plain.mean() - 30 and high.mean() > plain.mean() + 30
