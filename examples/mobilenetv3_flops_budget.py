@@ -55,6 +55,8 @@ def main() -> None:
     parser.add_argument("--measured", type=int, default=12, help="random networks trained to fit the surrogate")
     parser.add_argument("-n", type=int, default=100, help="networks to generate")
     parser.add_argument("--scale", type=float, default=1.0, help="accuracy guidance strength (0: budget only)")
+    parser.add_argument("--epochs", type=int, default=2, help="digits epochs per measured network")
+    parser.add_argument("--train-samples", type=int, default=512, help="digits images per measured network")
     parser.add_argument("--device", default="auto", help="generator device: auto, cpu, cuda")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
@@ -68,7 +70,8 @@ def main() -> None:
 
     rng = np.random.default_rng(args.seed)
     measured = space.random_types(args.measured, rng)
-    accuracy = label_on_digits(model_space, [space.types_to_sample(t) for t in measured], num_threads=1)
+    train = dict(epochs=args.epochs, max_train_samples=args.train_samples, num_threads=1)
+    accuracy = label_on_digits(model_space, [space.types_to_sample(t) for t in measured], **train)
     print(f"measured {len(measured)} random networks: accuracy {accuracy.min():.1f} .. {accuracy.max():.1f} %")
 
     macro = mbv3.MobileNetV3Macro.from_model(model_space)  # 10 labels, 224x224 input
@@ -98,7 +101,7 @@ def main() -> None:
           f"ops {[space.node_types[t] for t in best if t != space.num_types - 1]}")
     print(f"FLOPs: exact model {mbv3.count(best, 'flops', macro, unit='M'):.2f} M, counted on the frozen model "
           f"{count_frozen_flops(frozen) / 1e6:.2f} M; params {sum(p.numel() for p in frozen.parameters()) / 1e6:.2f} M")
-    trained = label_on_digits(model_space, [sample], num_threads=1, progress=False)[0]
+    trained = label_on_digits(model_space, [sample], progress=False, **train)[0]
     print(f"trained like the measured ones: {trained:.1f} % (surrogate said {predicted.max():.1f} %)")
 
 
