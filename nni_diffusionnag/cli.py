@@ -32,8 +32,9 @@ def _cmd_train_prior(args: argparse.Namespace) -> int:
 
     space = get_space(args.space)
     data = space.enumerate_types()
+    enumerable = data is not None
     rng = np.random.default_rng(args.seed)
-    if data is None:  # too big to enumerate (OFA MobileNetV3: ~2e19): random architectures as NNI draws them
+    if not enumerable:  # too big to enumerate (OFA MobileNetV3: ~2e19): random architectures as NNI draws them
         data = space.random_types(args.train_size or 100_000, rng)
     elif args.train_size:
         data = data[rng.choice(len(data), size=min(args.train_size, len(data)), replace=False)]
@@ -43,7 +44,7 @@ def _cmd_train_prior(args: argparse.Namespace) -> int:
     torch.manual_seed(args.seed)
     _logger.info("training a prior for %s on %d graphs (%s), %d steps -> %s",
                  space.name, len(data), prior.device, config.steps, args.output)
-    if space.enumerate_types() is None:
+    if not enumerable:
         prior.meta["train_data"] = f"{len(data)} random architectures (seed {args.seed})"
     else:
         prior.meta["train_types"] = data.astype(np.uint8).tolist() if args.train_size else "all"

@@ -118,9 +118,10 @@ def train_prior(prior: DiffusionPrior, data: np.ndarray, config: TrainConfig = T
 
     t0 = time.time()
     bar = tqdm(total=config.steps, initial=step, desc="training prior", disable=not progress)
+    model = prior.model()  # the network, or the network with closed-form illegal entries
     while step < config.steps:
         idx = torch.randint(0, len(x_all), (config.batch_size,), device=device, generator=gen)
-        loss = dsm_loss(prior.model(), prior.sde, x_all[idx], generator=gen)
+        loss = dsm_loss(model, prior.sde, x_all[idx], generator=gen)
         for group in opt.param_groups:  # linear warm-up
             group["lr"] = config.lr * min(1.0, (step + 1) / max(1, config.warmup))
         opt.zero_grad(set_to_none=True)

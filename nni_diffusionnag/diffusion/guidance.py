@@ -59,18 +59,16 @@ def guided_score_fn(score_fn: ScoreFn, terms: Sequence[GuidanceTerm], normalize:
     def fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         score = score_fn(x, t)
         s_norm = score.reshape(len(x), -1).norm(dim=-1)
-        # constraints first, so the other terms can be kept from pushing against them
+        # constraints first: a graph outside any of them (non-zero penalty gradient) gets no push
+        # from the other terms until it is back in
         ordered = sorted(active, key=lambda term: not term.constraint)
-        fixed = []
+        inside = torch.ones(len(x), dtype=torch.bool, device=x.device)
         for term in ordered:
             grad = gradient(term, x, t)
             if term.constraint:
-                fixed.append(grad.reshape(len(x), -1))
+                inside &= grad.reshape(len(x), -1).abs().sum(-1) == 0
             else:
-                for c in fixed:
-                    # a graph outside a constraint gets no push from the other terms until it is back in
-                    violated = c.abs().sum(-1) > 0
-                    grad = grad * (~violated).to(grad.dtype)[:, None, None]
+                grad = grad * inside.to(grad.dtype)[:, None, None]
             if normalize:
                 g_norm = grad.reshape(len(x), -1).norm(dim=-1)
                 # a flat term (e.g. a satisfied budget) gives exactly no push instead of amplified noise

@@ -41,6 +41,7 @@ import torch
 
 from ..space.base import GraphSpace
 from ..space.mobilenetv3 import FIXED, NUM_STAGES, OFA_KWARGS, OPS, SKIP, SLOTS, MobileNetV3OFASpace
+from .additive import KINDS, check_kind, expected_additive_cost, unit_scale
 
 if TYPE_CHECKING:
     from ..diffusion.guidance import GuidanceTerm
@@ -50,8 +51,6 @@ __all__ = ["MobileNetV3Macro", "KINDS", "count_sample", "count", "cost_table", "
            "cost_target", "fit_additive_cost", "space_budget_constraint", "make_divisible", "inverted_residual",
            "mobilenetv3_budget"]
 
-KINDS: Tuple[str, ...] = ("params", "flops")
-_UNITS = {None: 1.0, "": 1.0, "count": 1.0, "K": 1e3, "M": 1e6, "G": 1e9}
 _SPACE = MobileNetV3OFASpace()
 
 
@@ -199,17 +198,6 @@ def count_sample(sample: Mapping[str, Any], macro: MobileNetV3Macro = MobileNetV
 
 
 # --- the additive cost of the 20-node OFA encoding ------------------------------------------------
-def _check_kind(kind: str) -> None:
-    if kind not in KINDS:
-        raise ValueError(f"unknown cost kind {kind!r}; expected one of {list(KINDS)}")
-
-
-def _scale(unit: Optional[str]) -> float:
-    if unit not in _UNITS:
-        raise ValueError(f"unknown unit {unit!r}; expected one of 'count', 'K', 'M', 'G'")
-    return _UNITS[unit]
-
-
 @lru_cache(maxsize=16)
 def _ofa_tables(macro: MobileNetV3Macro) -> Dict[str, Tuple[int, Tuple[Tuple[int, ...], ...]]]:
     """Integer (const, coef) of each kind for the OFA encoding, from the per-layer formula."""
@@ -247,10 +235,10 @@ def cost_table(kind: str, macro: MobileNetV3Macro = MobileNetV3Macro.ofa(),
     """``(const, coef)`` with ``cost(types) = const + sum_n coef[n, types[n]]`` for the 20-node OFA
     encoding: ``coef`` ``[20, 10]`` holds each slot's layer cost per operation (0 for ``skip``);
     ``const`` the stem (3x3), stage 0 (3x3), head and classifier."""
-    _check_kind(kind)
+    check_kind(kind)
     _check_ofa(macro)
     const, coef = _ofa_tables(macro)[kind]
-    s = _scale(unit)
+    s = unit_scale(unit)
     return float(const) / s, np.asarray(coef, dtype=np.float64) / s
 
 
@@ -278,18 +266,8 @@ def expected_cost(x: torch.Tensor, kind: str, temperature: Union[float, torch.Te
     distributions restricted to legal types (equal to :func:`count` for a centred one-hot, up to
     ``exp(-2 / temperature)`` per node). ``temperature`` may be a ``[...]`` tensor (one per graph).
     ``table``/``legal`` default to the OFA encoding's."""
-    temperature = torch.as_tensor(temperature, dtype=x.dtype if x.is_floating_point() else None, device=x.device)
-    if (temperature <= 0).any():
-        raise ValueError(f"temperature must be positive, got {temperature}")
     const, coef = table if table is not None else cost_table(kind, macro, unit)
-    legal = _SPACE.legal if legal is None else legal
-    if tuple(x.shape[-2:]) != coef.shape:
-        raise ValueError(f"expected node features of shape [..., {coef.shape[0]}, {coef.shape[1]}], got {tuple(x.shape)}")
-    dtype = x.dtype if x.is_floating_point() else torch.get_default_dtype()
-    coef_t = torch.as_tensor(coef, dtype=dtype, device=x.device)
-    temp = temperature.to(dtype).reshape(temperature.shape + (1, 1))
-    logits = (x.to(dtype) / temp).masked_fill(~torch.as_tensor(legal, device=x.device), float("-inf"))
-    return const + (torch.softmax(logits, dim=-1) * coef_t).sum(dim=(-1, -2))
+    return expected_additive_cost(x, const, coef, _SPACE.legal if legal is None else legal, temperature)
 
 
 def budget_constraint(kind: str, budget: float, unit: Optional[str] = "M", temperature: float = 0.2,
@@ -307,7 +285,7 @@ def budget_constraint(kind: str, budget: float, unit: Optional[str] = "M", tempe
     """
     from ..generator import Constraint
 
-    _check_kind(kind)
+    check_kind(kind)
     cost_table(kind, macro, unit)  # early error for a macro without an additive cost
     return Constraint(name=f"{kind}<={budget:g}{unit or ''}", budget=float(budget),
                       relaxed=lambda x, noise_t: expected_cost(x, kind, noise_t.clamp_min(temperature), macro, unit),
@@ -320,7 +298,7 @@ def cost_target(kind: str, scale: float = 0.3, minimize: bool = True, temperatur
     """Guidance towards fewer (``minimize``) or more ``kind`` on the OFA encoding (in millions)."""
     from ..diffusion.guidance import GuidanceTerm
 
-    _check_kind(kind)
+    check_kind(kind)
     sign = -1.0 if minimize else 1.0
     return GuidanceTerm(lambda x, t: sign * expected_cost(x, kind, temperature, macro, "M"), scale,
                         f"{'min' if minimize else 'max'}-{kind}")
@@ -353,11 +331,11 @@ def space_budget_constraint(space: GraphSpace, model_space: Any, kind: str, budg
     encoding gets its exact additive table instead."""
     from ..generator import Constraint
 
-    _check_kind(kind)
+    check_kind(kind)
     macro = MobileNetV3Macro.from_model(model_space, resolution)
     if isinstance(space, MobileNetV3OFASpace):
         return budget_constraint(kind, budget, unit, temperature, scale, macro, margin)
-    s = _scale(unit)
+    s = unit_scale(unit)
 
     def exact(types: np.ndarray) -> np.ndarray:
         flat = np.atleast_2d(types)
@@ -375,8 +353,8 @@ def mobilenetv3_budget(kind: str, budget: float, unit: Optional[str] = "M", reso
     """``kind <= budget`` for :class:`~nni_diffusionnag.DiffusionNAG` on a ``MobileNetV3Space``, made
     when the strategy knows the space: ``DiffusionNAG(constraints=[mobilenetv3_budget('flops', 220)])``
     (220 MFLOPs at 224x224). ``options`` go to :func:`space_budget_constraint`."""
-    _check_kind(kind)
-    _scale(unit)
+    check_kind(kind)
+    unit_scale(unit)
 
     def make(space: GraphSpace, model_space: Any) -> "Constraint":
         return space_budget_constraint(space, model_space, kind, budget, unit, resolution=resolution, **options)

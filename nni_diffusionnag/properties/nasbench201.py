@@ -57,6 +57,7 @@ import numpy as np
 import torch
 
 from ..space.nasbench201 import EDGES, NODE_TYPES, NasBench201Space
+from .additive import KINDS, check_kind, expected_additive_cost, unit_scale
 
 if TYPE_CHECKING:  # imported lazily at run time: the generator imports this package
     from ..diffusion.guidance import GuidanceTerm
@@ -72,8 +73,6 @@ __all__ = ["budget_constraint", "cost_target",
     "legal_mask",
 ]
 
-KINDS: Tuple[str, ...] = ("params", "flops")
-_UNITS = {None: 1.0, "": 1.0, "count": 1.0, "K": 1e3, "M": 1e6, "G": 1e9}
 _NUM_NODES = len(EDGES) + 2
 _T = {name: i for i, name in enumerate(NODE_TYPES)}
 _SPACE = NasBench201Space()
@@ -157,18 +156,6 @@ def _tables(macro: NB201Macro) -> Tuple[Tuple[int, Tuple[Tuple[int, ...], ...]],
     return tuple(out)
 
 
-def _check_kind(kind: str) -> int:
-    if kind not in KINDS:
-        raise ValueError(f"unknown cost kind {kind!r}; expected one of {list(KINDS)}")
-    return KINDS.index(kind)
-
-
-def _scale(unit: Union[str, None]) -> float:
-    if unit not in _UNITS:
-        raise ValueError(f"unknown unit {unit!r}; expected one of 'count', 'K', 'M', 'G'")
-    return _UNITS[unit]
-
-
 def cost_table(
     kind: str, macro: NB201Macro = _DEFAULT, unit: Union[str, None] = None
 ) -> Tuple[float, np.ndarray]:
@@ -183,8 +170,8 @@ def cost_table(
     see the module docstring for the exact conventions. ``unit``: ``None``/``'count'`` (plain
     counts, exact integers in float64), ``'K'``, ``'M'`` (NB201's units) or ``'G'``.
     """
-    const, coef = _tables(macro)[_check_kind(kind)]
-    s = _scale(unit)
+    const, coef = _tables(macro)[check_kind(kind)]
+    s = unit_scale(unit)
     return float(const) / s, np.asarray(coef, dtype=np.float64) / s
 
 
@@ -239,19 +226,12 @@ def expected_cost(
 
     The computation is in ``x.dtype`` on ``x.device``; nothing is cached on the graph.
     """
-    if temperature <= 0:
-        raise ValueError(f"temperature must be positive, got {temperature}")
     if x.shape[-2:] != (_NUM_NODES, len(NODE_TYPES)):
         raise ValueError(
             f"expected node features of shape [..., {_NUM_NODES}, {len(NODE_TYPES)}], got {tuple(x.shape)}"
         )
     const, coef = cost_table(kind, macro, unit)
-    dtype = x.dtype if x.is_floating_point() else torch.get_default_dtype()
-    coef_t = torch.as_tensor(coef, dtype=dtype, device=x.device)
-    legal = torch.as_tensor(_SPACE.legal, device=x.device)
-    logits = (x.to(dtype) / temperature).masked_fill(~legal, float("-inf"))
-    p = torch.softmax(logits, dim=-1)
-    return const + (p * coef_t).sum(dim=(-1, -2))
+    return expected_additive_cost(x, const, coef, _SPACE.legal, temperature)
 
 
 def budget_constraint(kind: str, budget: float, unit: Union[str, None] = "M", temperature: float = 0.2,
@@ -268,7 +248,7 @@ def budget_constraint(kind: str, budget: float, unit: Union[str, None] = "M", te
     """
     from ..generator import Constraint
 
-    _check_kind(kind)
+    check_kind(kind)
     return Constraint(
         name=f"{kind}<={budget:g}{unit or ''}",
         budget=float(budget),
@@ -284,7 +264,7 @@ def cost_target(kind: str, scale: float = 0.3, minimize: bool = True, temperatur
     (params or flops), using the differentiable :func:`expected_cost` in millions."""
     from ..diffusion.guidance import GuidanceTerm
 
-    _check_kind(kind)
+    check_kind(kind)
     sign = -1.0 if minimize else 1.0
     return GuidanceTerm(lambda x, t: sign * expected_cost(x, kind, temperature, macro, "M"), scale,
                         f"{'min' if minimize else 'max'}-{kind}")
