@@ -20,8 +20,8 @@ import argparse
 import logging
 
 from nni_diffusionnag import DiffusionNAG, DiffusionNAGExperiment
-from nni_diffusionnag.compat import free_port
-from nni_diffusionnag.evaluators import train_cifar10
+from nni_diffusionnag.integration.compat import free_port
+from nni_diffusionnag.integration.evaluators import train_cifar10
 
 from nni.nas.evaluator import FunctionalEvaluator  # noqa: E402
 from nni.nas.experiment import NasExperimentConfig  # noqa: E402

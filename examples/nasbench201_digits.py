@@ -14,7 +14,7 @@ import argparse
 import logging
 
 from nni_diffusionnag import DiffusionNAG, DiffusionNAGExperiment, train_digits
-from nni_diffusionnag.compat import free_port
+from nni_diffusionnag.integration.compat import free_port
 
 from nni.nas.evaluator import FunctionalEvaluator  # noqa: E402  (after our package: it quiets NNI's warnings)
 from nni.nas.experiment import NasExperimentConfig  # noqa: E402

@@ -11,13 +11,13 @@ from typing import Any
 __version__ = "0.1.0"
 
 _LAZY = {
-    "DiffusionNAG": "nni_diffusionnag.strategy",
-    "DiffusionNAGExperiment": "nni_diffusionnag.compat",
-    "TabularEvaluator": "nni_diffusionnag.evaluators",
-    "train_digits": "nni_diffusionnag.evaluators",
-    "DiffusionPrior": "nni_diffusionnag.prior",
-    "GuidedGenerator": "nni_diffusionnag.generator",
-    "DiffusionNAGTuner": "nni_diffusionnag.tuner",
+    "DiffusionNAG": "nni_diffusionnag.integration.strategy",
+    "DiffusionNAGExperiment": "nni_diffusionnag.integration.compat",
+    "TabularEvaluator": "nni_diffusionnag.integration.evaluators",
+    "train_digits": "nni_diffusionnag.integration.evaluators",
+    "DiffusionPrior": "nni_diffusionnag.prior.model",
+    "GuidedGenerator": "nni_diffusionnag.search.generator",
+    "DiffusionNAGTuner": "nni_diffusionnag.integration.tuner",
 }
 
 __all__ = sorted(_LAZY)

@@ -26,9 +26,9 @@ def _add_common(p: argparse.ArgumentParser) -> None:
 def _cmd_train_prior(args: argparse.Namespace) -> int:
     import torch
 
-    from .prior import DiffusionPrior
+    from .prior.model import DiffusionPrior
     from .space import get_space
-    from .training import TrainConfig, train_prior
+    from .prior.training import TrainConfig, train_prior
 
     space = get_space(args.space)
     data = space.enumerate_types()
@@ -58,8 +58,8 @@ def _cmd_train_prior(args: argparse.Namespace) -> int:
 
 
 def _cmd_generate(args: argparse.Namespace) -> int:
-    from .prior import DiffusionPrior, SamplerConfig
-    from .quality import format_report, quality_report
+    from .prior.model import DiffusionPrior, SamplerConfig
+    from .prior.quality import format_report, quality_report
     from .space import get_space
 
     space = get_space(args.space)
@@ -124,7 +124,7 @@ def _load_task_images(ref: str):
     import torch
 
     if ref == "digits" or ref.startswith("digits:"):
-        from .evaluators import load_digits_tensors
+        from .integration.evaluators import load_digits_tensors
 
         x, y, _, _ = load_digits_tensors(32, seed=0)
         if ":" in ref:
@@ -140,7 +140,7 @@ def _load_task_images(ref: str):
 def _cmd_train_meta(args: argparse.Namespace) -> int:
     import dataclasses
 
-    from .meta import DEFAULT_META_CONFIG, read_task_csv, train_meta
+    from .transfer.meta import DEFAULT_META_CONFIG, read_task_csv, train_meta
     from .space import get_space
 
     space = get_space(args.space)
@@ -159,7 +159,7 @@ def _cmd_train_meta(args: argparse.Namespace) -> int:
     if images and len(images) != len(tasks):
         raise SystemExit(f"give every task a dataset (@DATASET) or none; missing for {sorted(set(tasks) - set(images))}")
     if images:  # a dataset-aware meta-predictor f(x_t, t, D)
-        from .dataset_encoding import RandomConvExtractor, encode_dataset, train_dataset_meta
+        from .transfer.dataset_encoding import RandomConvExtractor, encode_dataset, train_dataset_meta
 
         extractor = RandomConvExtractor(seed=args.seed)
         task_list = [(*tasks[n], encode_dataset(images[n], extractor, images_per_class=16, seed=i))

@@ -27,10 +27,10 @@ def nb201_csv() -> Path:
 @pytest.fixture(scope="session")
 def tiny_prior_path(tmp_path_factory) -> Path:
     """A prior for NB201 trained for a few steps: enough to exercise code paths, not quality."""
-    from nni_diffusionnag.prior import DiffusionPrior
+    from nni_diffusionnag.prior.model import DiffusionPrior
     from nni_diffusionnag.nn.score_net import ScoreNetConfig
     from nni_diffusionnag.space import NasBench201Space
-    from nni_diffusionnag.training import TrainConfig, train_prior
+    from nni_diffusionnag.prior.training import TrainConfig, train_prior
 
     space = NasBench201Space()
     prior = DiffusionPrior(space, net_config=ScoreNetConfig(num_layers=1, d_model=32, num_heads=2, d_ff=64), device="cpu")
@@ -57,7 +57,7 @@ def ts_config(workdir, trials: int, concurrency: int = 1):
 def run_bounded(exp, seconds: float = 240) -> None:
     """``exp.run`` on a free port, bounded in time: a stuck run gets a KeyboardInterrupt after
     ``seconds``, which NNI turns into stop(). Asserts the experiment finished; the caller stops it."""
-    from nni_diffusionnag.compat import free_port
+    from nni_diffusionnag.integration.compat import free_port
 
     watchdog = threading.Timer(seconds, _thread.interrupt_main)
     watchdog.start()

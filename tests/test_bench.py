@@ -36,7 +36,7 @@ def test_mobilenetv3_bench_counts_every_predictor_call(tmp_path):
 
     from nni_diffusionnag.bench.mobilenetv3 import run_mbv3_bench, summarize as summarize_mbv3
     from nni_diffusionnag.nn.surrogate import SurrogateConfig
-    from nni_diffusionnag.prior import SamplerConfig
+    from nni_diffusionnag.prior.model import SamplerConfig
     from nni_diffusionnag.space.mobilenetv3 import MobileNetV3OFASpace
 
     space = MobileNetV3OFASpace()

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from nni_diffusionnag.compat import free_port
+from nni_diffusionnag.integration.compat import free_port
 from test_portal import check_jobs, run_experiment
 
 CHROMIUM = Path("/usr/bin/chromium")

@@ -28,7 +28,7 @@ def test_train_prior_cli_resumes(tmp_path, capsys):
               "--batch-size", "16", "--checkpoint-every", "5"]
     assert main(common + ["--steps", "10"]) == 0
     assert main(common + ["--steps", "15"]) == 0  # continues from step 10
-    from nni_diffusionnag.prior import DiffusionPrior
+    from nni_diffusionnag.prior.model import DiffusionPrior
 
     assert DiffusionPrior.load(path, NasBench201Space()).meta["train_steps"] == 15
     assert main(common + ["--steps", "15", "--strip", "--no-resume"]) == 0

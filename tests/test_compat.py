@@ -1,4 +1,4 @@
-"""NNI 3.0 compatibility fixes (nni_diffusionnag.compat)."""
+"""NNI 3.0 compatibility fixes (nni_diffusionnag.integration.compat)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from nni_diffusionnag import compat
+from nni_diffusionnag.integration import compat
 
 compat.install()
 
@@ -254,7 +254,7 @@ def test_experiment_models_dump_mutation_summary(tmp_path, monkeypatch):
     data = json.loads(payload)
     assert data["mutation_summary"] == SAMPLE
     assert data["sample"] == SAMPLE
-    assert data["__instance_type__"] == "path:nni_diffusionnag.compat.MutationSummaryModelSpace"
+    assert data["__instance_type__"] == "path:nni_diffusionnag.integration.compat.MutationSummaryModelSpace"
     assert "mutation_summary" not in json.loads(nni.dump(space))  # not frozen: nothing to summarise
 
     loaded = nni.load(payload)
@@ -278,4 +278,4 @@ def test_trial_process_can_load_the_model():
     result = subprocess.run([sys.executable, "-c", code], input=payload, capture_output=True, text=True,
                             cwd=REPO_ROOT, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert result.stdout.split() == ["nni_diffusionnag.compat", "MutationSummaryModelSpace", "(1,", "10)"]
+    assert result.stdout.split() == ["nni_diffusionnag.integration.compat", "MutationSummaryModelSpace", "(1,", "10)"]

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from nni_diffusionnag.dataset_encoding import (
+from nni_diffusionnag.transfer.dataset_encoding import (
     RandomConvExtractor,
     SetEncoder,
     TaskConditionedSurrogate,
@@ -35,7 +35,7 @@ def _metric(types: np.ndarray, conv: bool, rng: np.random.Generator) -> np.ndarr
 
 @pytest.fixture(scope="module")
 def digits():
-    from nni_diffusionnag.evaluators import load_digits_tensors
+    from nni_diffusionnag.integration.evaluators import load_digits_tensors
 
     x, y, _, _ = load_digits_tensors(32, seed=0)
     return x, y
@@ -157,8 +157,8 @@ def test_strategy_guided_by_the_target_dataset(trained, digits):
     from nni.nas.space import SimplifiedModelSpace
 
     from nni_diffusionnag.nn.surrogate import SurrogateConfig
-    from nni_diffusionnag.prior import SamplerConfig
-    from nni_diffusionnag.strategy import DiffusionNAG
+    from nni_diffusionnag.prior.model import SamplerConfig
+    from nni_diffusionnag.integration.strategy import DiffusionNAG
 
     @nni.trace
     class ConvCount(Evaluator):

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from nni_diffusionnag import compat
+from nni_diffusionnag.integration import compat
 from conftest import run_bounded, ts_config  # noqa: E402
-from nni_diffusionnag.evaluators import NB201Table, TabularEvaluator, load_nb201_table, train_digits
+from nni_diffusionnag.integration.evaluators import NB201Table, TabularEvaluator, load_nb201_table, train_digits
 
 import nni  # noqa: E402  (after our modules: they install the warnings filter first)
 from nni.nas.evaluator import FunctionalEvaluator  # noqa: E402
@@ -107,7 +107,7 @@ def test_table_unknown_architecture_error(tmp_path):
 def test_tabular_evaluator_serialises_as_path_and_column(table_csv):
     evaluator = TabularEvaluator(str(table_csv), "cifar100_test_acc")
     payload = nni.dump(evaluator)
-    assert json.loads(payload) == {"__symbol__": "path:nni_diffusionnag.evaluators.TabularEvaluator",
+    assert json.loads(payload) == {"__symbol__": "path:nni_diffusionnag.integration.evaluators.TabularEvaluator",
                                    "__kwargs__": {"csv_path": str(table_csv), "column": "cifar100_test_acc"}}
     loaded = nni.load(payload)
     assert isinstance(loaded, TabularEvaluator) and loaded == evaluator
@@ -219,7 +219,7 @@ def _fake_cifar(root: Path, n: int = 20) -> None:
 
 
 def test_cifar10_loader_and_training_on_a_fake_archive(tmp_path):
-    from nni_diffusionnag.evaluators import load_cifar10_tensors, train_cifar10
+    from nni_diffusionnag.integration.evaluators import load_cifar10_tensors, train_cifar10
 
     _fake_cifar(tmp_path)
     x_train, y_train, x_test, y_test = load_cifar10_tensors(tmp_path)
@@ -232,7 +232,7 @@ def test_cifar10_loader_and_training_on_a_fake_archive(tmp_path):
 
 
 def test_cifar10_missing_gives_a_clear_error(tmp_path):
-    from nni_diffusionnag.evaluators import load_cifar10_tensors
+    from nni_diffusionnag.integration.evaluators import load_cifar10_tensors
 
     with pytest.raises(FileNotFoundError, match="cifar-10-python.tar.gz"):
         load_cifar10_tensors(tmp_path / "nothing")

@@ -7,9 +7,9 @@ import torch
 from nni_diffusionnag.diffusion.decoding import to_features
 from nni_diffusionnag.diffusion.guidance import GuidanceTerm, budget_penalty, expected_improvement, guided_score_fn, ucb
 from nni_diffusionnag.diffusion.sde import VESDE
-from nni_diffusionnag.generator import GuidedGenerator
+from nni_diffusionnag.search.generator import GuidedGenerator
 from nni_diffusionnag.nn.surrogate import SurrogateConfig, SurrogateEnsemble, fit_surrogate
-from nni_diffusionnag.prior import DiffusionPrior, SamplerConfig
+from nni_diffusionnag.prior.model import DiffusionPrior, SamplerConfig
 from nni_diffusionnag.properties import budget_constraint, count
 from nni_diffusionnag.space import NasBench201Space
 

@@ -8,7 +8,7 @@ import pytest
 
 import nni
 from nni_diffusionnag.exceptions import SpaceMismatchError
-from nni_diffusionnag.meta import load_meta, train_meta
+from nni_diffusionnag.transfer.meta import load_meta, train_meta
 from nni_diffusionnag.nn.surrogate import SurrogateConfig
 from nni_diffusionnag.space import NasBench201Space
 
@@ -79,10 +79,10 @@ def test_strategy_with_meta_predictor_starts_better(tmp_path, nb201_csv):
     from nni.nas.hub.pytorch import NasBench201
     from nni.nas.space import SimplifiedModelSpace
 
-    from nni_diffusionnag.evaluators import TabularEvaluator
-    from nni_diffusionnag.meta import read_task_csv
-    from nni_diffusionnag.prior import SamplerConfig
-    from nni_diffusionnag.strategy import DiffusionNAG
+    from nni_diffusionnag.integration.evaluators import TabularEvaluator
+    from nni_diffusionnag.transfer.meta import read_task_csv
+    from nni_diffusionnag.prior.model import SamplerConfig
+    from nni_diffusionnag.integration.strategy import DiffusionNAG
 
     space = NasBench201Space()
     types, values = read_task_csv(space, nb201_csv, "cifar10_test_acc")
@@ -108,8 +108,8 @@ def test_strategy_with_meta_predictor_starts_better(tmp_path, nb201_csv):
 
 def test_cli_train_meta_with_datasets(tmp_path, nb201_csv):
     from nni_diffusionnag.cli import main
-    from nni_diffusionnag.dataset_encoding import load_dataset_meta
-    from nni_diffusionnag.evaluators import load_digits_tensors
+    from nni_diffusionnag.transfer.dataset_encoding import load_dataset_meta
+    from nni_diffusionnag.integration.evaluators import load_digits_tensors
 
     df = pd.read_csv(nb201_csv).sample(200, random_state=1)
     csv = tmp_path / "small.csv"

@@ -166,7 +166,7 @@ def test_budget_constraint_for_the_generic_default_space(default_model):
 # --- FLOPs-constrained generation (issue 6: >= 95% within budget) ---------------------------------
 @pytest.fixture(scope="module")
 def ofa_prior():
-    from nni_diffusionnag.prior import DiffusionPrior
+    from nni_diffusionnag.prior.model import DiffusionPrior
 
     return DiffusionPrior.shipped(SPACE, "cpu")
 
@@ -175,8 +175,8 @@ def ofa_prior():
 def test_flops_constrained_generation_stays_within_budget(ofa_prior, accuracy_scale):
     """220 MFLOPs fits ~9% of random networks. With accuracy guidance on, the surrogate is fitted
     on a label that *grows* with FLOPs, so guidance pulls against the budget: the hard case."""
-    from nni_diffusionnag.generator import GuidedGenerator
-    from nni_diffusionnag.prior import SamplerConfig
+    from nni_diffusionnag.search.generator import GuidedGenerator
+    from nni_diffusionnag.prior.model import SamplerConfig
 
     rng = np.random.default_rng(0)
     assert (mbv3.count(SPACE.random_types(5000, rng), "flops", unit="M") <= 220).mean() < 0.15
@@ -193,8 +193,8 @@ def test_flops_constrained_generation_stays_within_budget(ofa_prior, accuracy_sc
 
 def test_flops_as_a_guidance_target(ofa_prior):
     """cost_target: fewer (or more) FLOPs as a term to maximise, no budget."""
-    from nni_diffusionnag.generator import GuidedGenerator
-    from nni_diffusionnag.prior import SamplerConfig
+    from nni_diffusionnag.search.generator import GuidedGenerator
+    from nni_diffusionnag.prior.model import SamplerConfig
 
     sampler = SamplerConfig(num_steps=30)
     plain = mbv3.count(GuidedGenerator(ofa_prior, sampler=sampler).generate(100, seed=1).types, "flops", unit="M")

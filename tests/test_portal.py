@@ -1,7 +1,7 @@
 """NNI_NOTES §3.5: at trial_concurrency > 1 every trial must be shown with its own architecture.
 
 Unpatched NNI 3.0 hands parameters to whichever trial asks first (compat.js L78-83, L193-199), so
-the portal can show trial A's architecture next to the metric of B's. ``nni_diffusionnag.portal_fix``
+the portal can show trial A's architecture next to the metric of B's. ``nni_diffusionnag.integration.portal_fix``
 binds each parameter set to its trial; these tests check the patch itself and a real experiment.
 """
 
@@ -11,9 +11,9 @@ import json
 
 import pytest
 
-from nni_diffusionnag import compat, portal_fix
+from nni_diffusionnag.integration import compat, portal_fix
 from conftest import run_bounded, ts_config
-from nni_diffusionnag.evaluators import TabularEvaluator
+from nni_diffusionnag.integration.evaluators import TabularEvaluator
 
 from nni.nas.hub.pytorch import NasBench201  # noqa: E402
 from nni.nas.strategy import Random  # noqa: E402

@@ -4,9 +4,9 @@ import torch
 
 from nni_diffusionnag.exceptions import CheckpointError, SpaceMismatchError
 from nni_diffusionnag.nn.score_net import ScoreNetConfig
-from nni_diffusionnag.prior import DiffusionPrior
+from nni_diffusionnag.prior.model import DiffusionPrior
 from nni_diffusionnag.space import GraphSpace, NasBench201Space
-from nni_diffusionnag.training import TrainConfig, train_prior
+from nni_diffusionnag.prior.training import TrainConfig, train_prior
 
 TINY = ScoreNetConfig(num_layers=1, d_model=32, num_heads=2, d_ff=64)
 

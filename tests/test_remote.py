@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from nni_diffusionnag.compat import free_port
+from nni_diffusionnag.integration.compat import free_port
 from test_tuner import FAST_TRIAL, META, _check_trials, _dispatcher_log, _nnictl, _rest, _wait_done, search_space  # noqa: F401
 
 SSHD = Path("/usr/sbin/sshd")

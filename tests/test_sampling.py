@@ -3,7 +3,7 @@ import torch
 from nni_diffusionnag.diffusion.decoding import repair_decode, strict_decode, to_features
 from nni_diffusionnag.diffusion.sampling import pc_sample
 from nni_diffusionnag.diffusion.sde import VESDE
-from nni_diffusionnag.prior import DiffusionPrior, SamplerConfig
+from nni_diffusionnag.prior.model import DiffusionPrior, SamplerConfig
 from nni_diffusionnag.space import NasBench201Space
 
 

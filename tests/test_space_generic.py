@@ -8,7 +8,7 @@ import pytest
 import torch
 from numpy.random import RandomState
 
-from nni_diffusionnag import compat
+from nni_diffusionnag.integration import compat
 
 compat.install()
 
@@ -18,14 +18,14 @@ from nni.nas.nn.pytorch import InputChoice, LayerChoice, ModelSpace, MutableDrop
 from nni.nas.nn.pytorch import model_context  # noqa: E402
 from torch import nn as tnn  # noqa: E402
 
-from nni_diffusionnag import prior_cache  # noqa: E402
+from nni_diffusionnag.prior import cache as prior_cache  # noqa: E402
 from nni_diffusionnag.exceptions import SpaceMismatchError, UnsupportedSpaceError  # noqa: E402
 from nni_diffusionnag.nn.score_net import ScoreNetConfig  # noqa: E402
-from nni_diffusionnag.prior import DiffusionPrior  # noqa: E402
+from nni_diffusionnag.prior.model import DiffusionPrior  # noqa: E402
 from nni_diffusionnag.space import NasBench201Space  # noqa: E402
 from nni_diffusionnag.space.base import SpaceSignature  # noqa: E402
 from nni_diffusionnag.space.generic import GenericSpace  # noqa: E402
-from nni_diffusionnag.training import TrainConfig  # noqa: E402
+from nni_diffusionnag.prior.training import TrainConfig  # noqa: E402
 
 TINY = ScoreNetConfig(num_layers=1, d_model=32, num_heads=2, d_ff=64)
 
@@ -263,7 +263,7 @@ def test_hub_spaces_encode_and_round_trip(name):
 def test_prior_for_space_trains_within_budget_then_reuses_cache(toy, tmp_path, monkeypatch, caplog):
     monkeypatch.setenv(prior_cache.CACHE_ENV, str(tmp_path / "env-cache"))
     space = GenericSpace.from_model(toy)
-    caplog.set_level(logging.INFO, logger="nni_diffusionnag.prior_cache")
+    caplog.set_level(logging.INFO, logger="nni_diffusionnag.prior.cache")
     t0 = time.perf_counter()
     prior = prior_cache.prior_for_space(space, toy, time_budget_s=3.0, steps=100_000, device="cpu",
                                         net_config=TINY, num_samples=512, progress=False)

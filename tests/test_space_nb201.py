@@ -94,8 +94,8 @@ def test_math_modules_do_not_import_nni():
     import sys
 
     code = ("import sys; import nni_diffusionnag.space, nni_diffusionnag.diffusion.sampling, "
-            "nni_diffusionnag.diffusion.guidance, nni_diffusionnag.nn.surrogate, nni_diffusionnag.prior, "
-            "nni_diffusionnag.generator, nni_diffusionnag.training, nni_diffusionnag.properties; "
+            "nni_diffusionnag.diffusion.guidance, nni_diffusionnag.nn.surrogate, nni_diffusionnag.prior.model, "
+            "nni_diffusionnag.search.generator, nni_diffusionnag.prior.training, nni_diffusionnag.properties; "
             "print(sorted(m for m in sys.modules if m == 'nni' or m.startswith('nni.')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

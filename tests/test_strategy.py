@@ -8,8 +8,8 @@ import uuid
 import numpy as np
 import pytest
 
-from nni_diffusionnag import compat
-from nni_diffusionnag.strategy import DiffusionNAG, scalar_metric
+from nni_diffusionnag.integration import compat
+from nni_diffusionnag.integration.strategy import DiffusionNAG, scalar_metric
 
 import nni  # noqa: E402
 from nni.nas.evaluator import Evaluator  # noqa: E402
@@ -19,9 +19,9 @@ from nni.nas.hub.pytorch import NasBench201  # noqa: E402
 from nni.nas.space import SimplifiedModelSpace  # noqa: E402
 
 from conftest import run_bounded, ts_config  # noqa: E402
-from nni_diffusionnag.evaluators import TabularEvaluator  # noqa: E402
+from nni_diffusionnag.integration.evaluators import TabularEvaluator  # noqa: E402
 from nni_diffusionnag.nn.surrogate import SurrogateConfig  # noqa: E402
-from nni_diffusionnag.prior import SamplerConfig  # noqa: E402
+from nni_diffusionnag.prior.model import SamplerConfig  # noqa: E402
 
 FAST = dict(surrogate=SurrogateConfig(hidden=16, steps=60, ensemble=3), sampler=SamplerConfig(num_steps=10),
             n_candidates=40, device="cpu")

@@ -14,8 +14,8 @@ from nni.nas.space import SimplifiedModelSpace
 
 from nni_diffusionnag.exceptions import UnsupportedSpaceError
 from nni_diffusionnag.nn.surrogate import SurrogateConfig
-from nni_diffusionnag.prior import SamplerConfig
-from nni_diffusionnag.strategy import DiffusionNAG
+from nni_diffusionnag.prior.model import SamplerConfig
+from nni_diffusionnag.integration.strategy import DiffusionNAG
 
 
 @nni.trace

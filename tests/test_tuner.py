@@ -16,11 +16,11 @@ import pytest
 
 from nni_diffusionnag.exceptions import UnsupportedSpaceError
 from nni_diffusionnag.space.legacy import space_for_search_space
-from nni_diffusionnag.tuner import ACQUISITIONS, DiffusionNAGClassArgsValidator, DiffusionNAGTuner
+from nni_diffusionnag.integration.tuner import ACQUISITIONS, DiffusionNAGClassArgsValidator, DiffusionNAGTuner
 
 import nni  # noqa: E402
 
-from nni_diffusionnag.compat import free_port  # noqa: E402
+from nni_diffusionnag.integration.compat import free_port  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "nnictl_nasbench201"
@@ -32,7 +32,7 @@ LABELS = ["cell/0_1", "cell/0_2", "cell/1_2", "cell/0_3", "cell/1_3", "cell/2_3"
 
 @pytest.fixture(scope="module")
 def search_space() -> dict:
-    from nni_diffusionnag import compat  # noqa: F401  (quiets NNI's import warnings)
+    from nni_diffusionnag.integration import compat  # noqa: F401  (quiets NNI's import warnings)
     from nni.nas.hub.pytorch import NasBench201
 
     return {k: v.as_legacy_dict() for k, v in NasBench201().simplify().items()}
@@ -42,7 +42,7 @@ def search_space() -> dict:
 def make_tuner(tiny_prior_path, search_space):
     """A tuner on the tiny prior with a small surrogate and a short sampler (fast on one core)."""
     from nni_diffusionnag.nn.surrogate import SurrogateConfig
-    from nni_diffusionnag.prior import SamplerConfig
+    from nni_diffusionnag.prior.model import SamplerConfig
 
     def make(space=True, **kwargs):
         args = dict(seed=0, warmup=4, batch_size=2, n_candidates=20, device="cpu", prior=str(tiny_prior_path))
@@ -89,11 +89,11 @@ def test_example_config_loads_in_nni():
     assert Path(config.search_space_file) == EXAMPLE / "search_space.json"
     DiffusionNAGClassArgsValidator().validate_class_args(**config.tuner.class_args)
     raw = yaml.safe_load((EXAMPLE / "config.yml").read_text())
-    raw["tuner"] = {"codeDirectory": str(EXAMPLE), "className": "nni_diffusionnag.tuner.DiffusionNAGTuner",
+    raw["tuner"] = {"codeDirectory": str(EXAMPLE), "className": "nni_diffusionnag.integration.tuner.DiffusionNAGTuner",
                     "classArgs": raw["tuner"]["classArgs"]}
     raw["searchSpaceFile"] = str(EXAMPLE / "search_space.json")
     custom = ExperimentConfig(**raw).canonical_copy()
-    assert custom.tuner.class_name == "nni_diffusionnag.tuner.DiffusionNAGTuner"
+    assert custom.tuner.class_name == "nni_diffusionnag.integration.tuner.DiffusionNAGTuner"
 
 
 def test_example_trial_runs_standalone():
@@ -164,10 +164,10 @@ def test_class_args_accepted(tiny_prior_path):
 
 def test_import_is_light_and_acquisitions_match():
     """NNI's manager gives the dispatcher 10 s to connect after building the tuner: no torch yet."""
-    code = "import sys, nni_diffusionnag.tuner as t; t.DiffusionNAGTuner(seed=1); print('torch' in sys.modules)"
+    code = "import sys, nni_diffusionnag.integration.tuner as t; t.DiffusionNAGTuner(seed=1); print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == "False", out.stderr
-    from nni_diffusionnag.generator import ACQUISITIONS as GENERATOR_ACQUISITIONS
+    from nni_diffusionnag.search.generator import ACQUISITIONS as GENERATOR_ACQUISITIONS
 
     assert ACQUISITIONS == GENERATOR_ACQUISITIONS
 

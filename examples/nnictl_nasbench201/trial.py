@@ -18,7 +18,7 @@ import nni
 import torch
 
 # Importing the package first quiets NNI's "is found to be not a nn.Module" import warnings.
-from nni_diffusionnag.evaluators import train_digits
+from nni_diffusionnag.integration.evaluators import train_digits
 
 from nni.nas.hub.pytorch import NasBench201  # noqa: E402
 from nni.nas.nn.pytorch import model_context  # noqa: E402

@@ -18,7 +18,7 @@ __all__ = ["nb201_truth", "peak_rss_mb", "write_json", "machine_info"]
 
 def nb201_truth(csv_path: str | Path, column: str) -> np.ndarray:
     """Values of ``column`` for every cell, indexed like ``NasBench201Space().enumerate_types()``."""
-    from ..evaluators import load_nb201_table
+    from ..integration.evaluators import load_nb201_table
 
     space = NasBench201Space()
     table = load_nb201_table(csv_path, column)

@@ -6,8 +6,8 @@ import time
 from pathlib import Path
 from typing import Any, Dict, Sequence
 
-from ..prior import DiffusionPrior, SamplerConfig
-from ..quality import quality_report
+from ..prior.model import DiffusionPrior, SamplerConfig
+from ..prior.quality import quality_report
 from ..space import get_space
 from .common import machine_info, peak_rss_mb, write_json
 

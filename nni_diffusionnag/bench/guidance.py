@@ -19,9 +19,9 @@ from typing import Any, Dict, List, Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
-from ..generator import DEFAULT_SCALE, GuidedGenerator
+from ..search.generator import DEFAULT_SCALE, GuidedGenerator
 from ..nn.surrogate import SurrogateConfig
-from ..prior import DiffusionPrior, SamplerConfig
+from ..prior.model import DiffusionPrior, SamplerConfig
 from ..properties import budget_constraint, count
 from ..space import NasBench201Space
 from .common import machine_info, nb201_truth, peak_rss_mb, type_index, write_json

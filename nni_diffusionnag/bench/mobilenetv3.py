@@ -8,7 +8,7 @@ Protocol, per seed:
 
 1. **Predictor.** An accuracy surrogate (the strategy's noise-aware GNN ensemble) is fitted on
    ``num_labels`` random OFA networks (10 outputs) each trained for 2 epochs on scikit-learn's
-   digits at 32x32 (:func:`~nni_diffusionnag.evaluators.label_on_digits`; measured once and cached
+   digits at 32x32 (:func:`~nni_diffusionnag.integration.evaluators.label_on_digits`; measured once and cached
    in ``mbv3_labels.json``). It is a real, small proxy task, not ImageNet: the benchmark measures
    the cost of *searching* a given predictor, which is what guidance changes.
 2. **Targets.** ``reference`` random networks (NNI's sampling: uniform depth, uniform ops) give the
@@ -39,9 +39,9 @@ from typing import Any, Dict, List, Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
-from ..generator import GuidedGenerator
+from ..search.generator import GuidedGenerator
 from ..nn.surrogate import SurrogateConfig
-from ..prior import DiffusionPrior, SamplerConfig
+from ..prior.model import DiffusionPrior, SamplerConfig
 from ..properties import mobilenetv3 as mbv3
 from ..space.mobilenetv3 import MobileNetV3OFASpace, ofa_mobilenetv3
 from .common import machine_info, peak_rss_mb, write_json
@@ -73,7 +73,7 @@ def _labels(path: Path, space: MobileNetV3OFASpace, n: int, epochs: int) -> Dict
         cached = json.loads(path.read_text())
         if cached.get("n") == n and cached.get("epochs") == epochs:
             return cached
-    from ..evaluators import label_on_digits
+    from ..integration.evaluators import label_on_digits
 
     types = space.random_types(n, np.random.default_rng(12345))
     model_space = ofa_mobilenetv3(num_labels=10)

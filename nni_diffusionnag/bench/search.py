@@ -35,7 +35,7 @@ _logger = logging.getLogger(__name__)
 def _make(name: str, seed: int, prior_path: Optional[str], device: str, meta_predictor: Optional[str] = None):
     from nni.nas.strategy import TPE, Random, RegularizedEvolution
 
-    from ..strategy import DiffusionNAG
+    from ..integration.strategy import DiffusionNAG
 
     if name == "DiffusionNAG":
         return DiffusionNAG(seed=seed, prior=prior_path, device=device)
@@ -80,7 +80,7 @@ def run_one(name: str, table: str | Path, column: str, seed: int, budget: int, p
     from nni.nas.hub.pytorch import NasBench201
     from nni.nas.space import SimplifiedModelSpace
 
-    from ..evaluators import TabularEvaluator
+    from ..integration.evaluators import TabularEvaluator
 
     space = SimplifiedModelSpace.from_model(NasBench201(), TabularEvaluator(str(table), column))
     metrics: List[float] = []

@@ -37,7 +37,7 @@ def run_transfer_bench(table: str | Path, output: str | Path, seeds: int = 10, b
                        device: str = "cpu", meta_steps: int = 1500) -> Dict[str, Any]:
     import dataclasses
 
-    from ..meta import DEFAULT_META_CONFIG, read_task_csv, train_meta
+    from ..transfer.meta import DEFAULT_META_CONFIG, read_task_csv, train_meta
     from ..space import NasBench201Space
 
     space = NasBench201Space()

@@ -45,7 +45,7 @@ from .additive import KINDS, check_kind, expected_additive_cost, unit_scale
 
 if TYPE_CHECKING:
     from ..diffusion.guidance import GuidanceTerm
-    from ..generator import Constraint
+    from ..search.generator import Constraint
 
 __all__ = ["MobileNetV3Macro", "KINDS", "count_sample", "count", "cost_table", "expected_cost", "budget_constraint",
            "cost_target", "fit_additive_cost", "space_budget_constraint", "make_divisible", "inverted_residual",
@@ -278,12 +278,12 @@ def budget_constraint(kind: str, budget: float, unit: Optional[str] = "M", tempe
 
     The relaxation is noise-aware: at noise level ``sigma`` the softmax temperature is
     ``max(temperature, sigma^2 / 2)``, the posterior of each node's type given ``x_t`` (see
-    :class:`~nni_diffusionnag.generator.Constraint`); with a fixed temperature the softmax of noisy
+    :class:`~nni_diffusionnag.search.generator.Constraint`); with a fixed temperature the softmax of noisy
     features saturates and its gradient vanishes. Guidance aims at ``budget * (1 - margin)``.
     Defaults from ``nni-diffusionnag bench mobilenetv3`` (budget sweep, docs/benchmarks.md §5) and
     a test where accuracy guidance pulls towards more FLOPs (tests/test_mobilenetv3.py).
     """
-    from ..generator import Constraint
+    from ..search.generator import Constraint
 
     check_kind(kind)
     cost_table(kind, macro, unit)  # early error for a macro without an additive cost
@@ -329,7 +329,7 @@ def space_budget_constraint(space: GraphSpace, model_space: Any, kind: str, budg
     67-decision one of NNI's default space): exact :func:`count_sample` on the decoded NNI sample
     decides; an additive least-squares fit of it (:func:`fit_additive_cost`) guides. The OFA
     encoding gets its exact additive table instead."""
-    from ..generator import Constraint
+    from ..search.generator import Constraint
 
     check_kind(kind)
     macro = MobileNetV3Macro.from_model(model_space, resolution)

@@ -61,7 +61,7 @@ from .additive import KINDS, check_kind, expected_additive_cost, unit_scale
 
 if TYPE_CHECKING:  # imported lazily at run time: the generator imports this package
     from ..diffusion.guidance import GuidanceTerm
-    from ..generator import Constraint
+    from ..search.generator import Constraint
 
 __all__ = ["budget_constraint", "cost_target", 
     "NB201Macro",
@@ -237,7 +237,7 @@ def expected_cost(
 def budget_constraint(kind: str, budget: float, unit: Union[str, None] = "M", temperature: float = 0.2,
                       scale: float = 10.0, macro: NB201Macro = _DEFAULT) -> "Constraint":
     """``kind <= budget`` (``budget`` in ``unit``, e.g. 0.5 with ``unit='M'`` = 0.5 M params) as a
-    :class:`~nni_diffusionnag.generator.Constraint`: :func:`expected_cost` at ``temperature`` guides,
+    :class:`~nni_diffusionnag.search.generator.Constraint`: :func:`expected_cost` at ``temperature`` guides,
     :func:`count` decides.
 
     Defaults from a sweep against an accuracy surrogate at scale 0.3 (3 seeds, 100 cells): at
@@ -246,7 +246,7 @@ def budget_constraint(kind: str, budget: float, unit: Union[str, None] = "M", te
     scale 10, 99.7% did (96.7% under 0.4 M), with the same true accuracy. The penalty is zero inside
     the budget, so a large scale does not distort cells that already fit.
     """
-    from ..generator import Constraint
+    from ..search.generator import Constraint
 
     check_kind(kind)
     return Constraint(

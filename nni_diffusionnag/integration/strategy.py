@@ -40,11 +40,11 @@ from nni.nas.execution.event import FinalMetricEvent, ModelEventType, TrainingEn
 from nni.nas.space import ExecutableModelSpace, ModelStatus  # noqa: E402
 from nni.nas.strategy.base import Strategy  # noqa: E402
 
-from .diffusion.guidance import GuidanceTerm  # noqa: E402
-from .generator import DEFAULT_SCALE, Constraint, GuidedGenerator  # noqa: E402
-from .nn.surrogate import SurrogateConfig, SurrogateEnsemble  # noqa: E402
-from .prior import DiffusionPrior, SamplerConfig  # noqa: E402
-from .space import GraphSpace, space_for_model  # noqa: E402
+from ..diffusion.guidance import GuidanceTerm  # noqa: E402
+from ..search.generator import DEFAULT_SCALE, Constraint, GuidedGenerator  # noqa: E402
+from ..nn.surrogate import SurrogateConfig, SurrogateEnsemble  # noqa: E402
+from ..prior.model import DiffusionPrior, SamplerConfig  # noqa: E402
+from ..space import GraphSpace, space_for_model  # noqa: E402
 
 __all__ = ["DiffusionNAG", "scalar_metric"]
 
@@ -101,7 +101,7 @@ class DiffusionNAG(Strategy):
     optimize_mode
         ``'maximize'`` or ``'minimize'`` the metric.
     constraints
-        Cost budgets: :class:`~nni_diffusionnag.generator.Constraint` objects (e.g.
+        Cost budgets: :class:`~nni_diffusionnag.search.generator.Constraint` objects (e.g.
         :func:`nni_diffusionnag.properties.budget_constraint` for NB201) or factories
         ``(graph_space, model_space) -> Constraint`` resolved once the space is known (e.g.
         :func:`nni_diffusionnag.properties.mobilenetv3.mobilenetv3_budget`).
@@ -116,7 +116,7 @@ class DiffusionNAG(Strategy):
     patience
         Generation rounds in a row that may yield nothing new before the search stops.
     meta_predictor
-        Path of a meta-surrogate checkpoint (``nni-diffusionnag train-meta``, :mod:`nni_diffusionnag.meta`)
+        Path of a meta-surrogate checkpoint (``nni-diffusionnag train-meta``, :mod:`nni_diffusionnag.transfer.meta`)
         trained on earlier tasks of the same space (another space: ``SpaceMismatchError``). With it
         there is no unguided warmup (``warmup`` is ignored): the first batch is guided and ranked by
         the meta-surrogate, and every refit fine-tunes a fresh copy of it on the results so far.
@@ -126,7 +126,7 @@ class DiffusionNAG(Strategy):
     dataset
         The target task's images (a ``torch.utils.data.Dataset``/``DataLoader`` of
         ``(image, label)`` or a pair of tensors ``(x, y)``); then ``meta_predictor`` is a
-        *dataset-aware* meta-predictor (:mod:`nni_diffusionnag.dataset_encoding`). The dataset is
+        *dataset-aware* meta-predictor (:mod:`nni_diffusionnag.transfer.dataset_encoding`). The dataset is
         encoded once (8 random draws of its images, predictions averaged); the prediction steers
         the first batch (no unguided warm-up; ranked by the same predictor) with a guidance scale
         that decays as ``2 / (2 + results)`` while the online surrogate, fitted on the target's
@@ -191,7 +191,7 @@ class DiffusionNAG(Strategy):
         if self.prior_path:
             prior = DiffusionPrior.load(self.prior_path, self.space, self.device)
         else:
-            from .prior_cache import prior_for_space
+            from ..prior.cache import prior_for_space
 
             prior = prior_for_space(self.space, model_space, time_budget_s=self.prior_time_budget,
                                     device=self.device, seed=self.seed)
@@ -199,7 +199,7 @@ class DiffusionNAG(Strategy):
         constraints = [c if isinstance(c, Constraint) else c(self.space, model_space) for c in self.constraints]
         self.generator = GuidedGenerator(prior, self.surrogate_config, self.sampler, constraints, seed=self.seed)
         if self.meta_predictor:
-            from .meta import load_meta
+            from ..transfer.meta import load_meta
 
             self.meta = load_meta(self.meta_predictor, self.space, device=str(prior.device))
             if self.meta.sde.kind != prior.sde.kind:
@@ -293,7 +293,7 @@ class DiffusionNAG(Strategy):
         return (1.0 if self.optimize_mode == "maximize" else -1.0) * np.asarray(values, dtype=np.float64)
 
     def _init_dataset_meta(self, prior: DiffusionPrior) -> None:
-        from .dataset_encoding import load_dataset_meta
+        from ..transfer.dataset_encoding import load_dataset_meta
 
         predictor = load_dataset_meta(self.dataset_meta, self.space)  # another space: SpaceMismatchError
         if predictor.sde.kind != prior.sde.kind:
@@ -319,7 +319,7 @@ class DiffusionNAG(Strategy):
         results say nothing; the labels are rank-normalised like the meta-training ones."""
         if len(history) < 2 or len(history) <= self._fitted_on:
             return
-        from .meta import _standardise
+        from ..transfer.meta import _standardise
 
         values = _standardise(self._to_maximise([v for _, v in history]), self.meta.info.get("labels", "zscore"))
         steps = min(max(self.surrogate_config.steps, self.meta_adapt_steps),
@@ -402,7 +402,7 @@ class DiffusionNAG(Strategy):
         gen.surrogate.eval()
         values = [v for _, v in self._history] or [0.0]
         if self.meta is not None:
-            from .meta import _standardise
+            from ..transfer.meta import _standardise
 
             vals = _standardise(self._to_maximise(values), self.meta.info.get("labels", "zscore")) if len(values) > 1 else [0.0]
             gen.best_value = float(np.max(vals))

@@ -16,10 +16,10 @@ from typing import Callable, Collection, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from .diffusion.decoding import to_features
-from .diffusion.guidance import GuidanceTerm, budget_penalty, expected_improvement, guided_score_fn, ucb
-from .nn.surrogate import SurrogateConfig, SurrogateEnsemble, fit_surrogate
-from .prior import DiffusionPrior, GeneratedBatch, SamplerConfig
+from ..diffusion.decoding import to_features
+from ..diffusion.guidance import GuidanceTerm, budget_penalty, expected_improvement, guided_score_fn, ucb
+from ..nn.surrogate import SurrogateConfig, SurrogateEnsemble, fit_surrogate
+from ..prior.model import DiffusionPrior, GeneratedBatch, SamplerConfig
 
 __all__ = ["Constraint", "GuidedGenerator", "ACQUISITIONS"]
 

@@ -8,8 +8,8 @@ from typing import Any, Dict
 
 import torch
 
-from .exceptions import CheckpointError
-from .space.base import SpaceSignature
+from ..exceptions import CheckpointError
+from ..space.base import SpaceSignature
 
 __all__ = ["save_checkpoint", "load_checkpoint"]
 

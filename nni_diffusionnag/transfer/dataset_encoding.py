@@ -16,7 +16,7 @@ quality with an MLP.
 signature, so a checkpoint for another space is refused with
 :class:`~nni_diffusionnag.exceptions.SpaceMismatchError`.
 
-Not wired into :class:`~nni_diffusionnag.strategy.DiffusionNAG` yet.
+Not wired into :class:`~nni_diffusionnag.integration.strategy.DiffusionNAG` yet.
 """
 
 from __future__ import annotations
@@ -32,11 +32,11 @@ import torch
 from tqdm.auto import tqdm
 from torch import nn
 
-from .checkpoint import load_checkpoint, save_checkpoint
-from .diffusion.decoding import to_features
-from .diffusion.sde import SDE, VESDE, get_sde
-from .nn.surrogate import GraphSurrogate
-from .space.base import GraphSpace
+from ..prior.checkpoint import load_checkpoint, save_checkpoint
+from ..diffusion.decoding import to_features
+from ..diffusion.sde import SDE, VESDE, get_sde
+from ..nn.surrogate import GraphSurrogate
+from ..space.base import GraphSpace
 
 __all__ = [
     "DatasetMetaPredictor",

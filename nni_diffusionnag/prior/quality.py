@@ -6,7 +6,7 @@ from typing import Any, Dict, Optional
 
 import numpy as np
 
-from .space.base import GraphSpace
+from ..space.base import GraphSpace
 
 __all__ = ["quality_report", "format_report"]
 

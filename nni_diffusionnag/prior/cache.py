@@ -2,7 +2,7 @@
 
 :func:`prior_for_space` looks, in this order, for
 
-1. the prior shipped in the package for ``space.name`` (:func:`~nni_diffusionnag.prior.shipped_prior_path`),
+1. the prior shipped in the package for ``space.name`` (:func:`~nni_diffusionnag.prior.model.shipped_prior_path`),
    used only if its signature matches the space;
 2. a prior cached at ``<cache_dir>/<space.name>-<signature digest>.pt``; ``cache_dir`` defaults to
    ``$NNI_DIFFUSIONNAG_CACHE`` or ``~/.cache/nni-diffusionnag/priors``;
@@ -11,7 +11,7 @@
    only those that ``model_space.contains``) within a wall-clock budget, with a progress bar, and
    saves it in the cache. The next call with the same space loads it.
 
-The time bound is kept by training in chunks with :func:`~nni_diffusionnag.training.train_prior`
+The time bound is kept by training in chunks with :func:`~nni_diffusionnag.prior.training.train_prior`
 (resumable: each chunk continues from the checkpoint the previous one wrote, with the optimiser,
 EMA and RNG state) and stopping when the budget is spent; the chunk length is sized from the
 measured step time so the overshoot is at most about one step. A prior stopped by the budget is
@@ -35,10 +35,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .exceptions import CheckpointError, DiffusionNAGError, SpaceMismatchError
-from .nn.score_net import ScoreNetConfig
-from .prior import DiffusionPrior, shipped_prior_path
-from .space.base import GraphSpace
+from ..exceptions import CheckpointError, DiffusionNAGError, SpaceMismatchError
+from ..nn.score_net import ScoreNetConfig
+from .model import DiffusionPrior, shipped_prior_path
+from ..space.base import GraphSpace
 from .training import TrainConfig, train_prior
 
 __all__ = ["prior_for_space", "cache_path", "default_cache_dir", "CACHE_ENV"]
@@ -178,7 +178,7 @@ def _train_within(prior: DiffusionPrior, data: np.ndarray, config: TrainConfig, 
 
 def _training_data(space: GraphSpace, model_space: Any, num_samples: int, rng: np.random.Generator) -> np.ndarray:
     """All graphs of a small space, else ``num_samples`` random ones; constraints respected."""
-    from .space.generic import GenericSpace
+    from ..space.generic import GenericSpace
 
     check = _validator(space, model_space)
     small = not isinstance(space, GenericSpace) or space.num_architectures() <= num_samples
@@ -206,7 +206,7 @@ def _validator(space: GraphSpace, model_space: Any):
     """None if nothing can reject a legal graph, else ``types [B, N] -> [B] bool``."""
     from nni.mutable import MutableAnnotation
 
-    from .space.generic import GenericSpace
+    from ..space.generic import GenericSpace
 
     if model_space is not None:
         if not any(isinstance(m, MutableAnnotation) for m in model_space.simplify().values()):

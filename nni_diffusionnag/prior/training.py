@@ -21,9 +21,9 @@ import torch
 from tqdm.auto import tqdm
 
 from .checkpoint import load_checkpoint
-from .diffusion.decoding import to_features
-from .diffusion.losses import dsm_loss
-from .prior import DiffusionPrior
+from ..diffusion.decoding import to_features
+from ..diffusion.losses import dsm_loss
+from .model import DiffusionPrior
 
 __all__ = ["TrainConfig", "train_prior"]
 

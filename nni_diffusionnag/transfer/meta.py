@@ -25,11 +25,11 @@ from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from .checkpoint import load_checkpoint, save_checkpoint
-from .diffusion.decoding import to_features
-from .diffusion.sde import SDE, VESDE, get_sde
-from .nn.surrogate import SurrogateConfig, SurrogateEnsemble, fit_surrogate
-from .space.base import GraphSpace
+from ..prior.checkpoint import load_checkpoint, save_checkpoint
+from ..diffusion.decoding import to_features
+from ..diffusion.sde import SDE, VESDE, get_sde
+from ..nn.surrogate import SurrogateConfig, SurrogateEnsemble, fit_surrogate
+from ..space.base import GraphSpace
 
 __all__ = ["MetaSurrogate", "train_meta", "load_meta", "read_task_csv", "DEFAULT_META_CONFIG"]
 
@@ -100,7 +100,7 @@ def _default_sde(space: GraphSpace) -> SDE:
     """The SDE of the space's shipped prior (the meta-surrogate must be noise-aware in the same
     SDE as the prior it guides), else the package default."""
     try:
-        from .prior import shipped_prior_path
+        from ..prior.model import shipped_prior_path
 
         path = shipped_prior_path(space.name)
         if path.is_file():

@@ -1,7 +1,7 @@
 """The unconditional diffusion prior over the architectures of one space: score network + SDE.
 
 ``DiffusionPrior`` is what a checkpoint holds and what samplers draw from. Training lives in
-:mod:`nni_diffusionnag.training`, guidance in :mod:`nni_diffusionnag.diffusion.guidance`.
+:mod:`nni_diffusionnag.prior.training`, guidance in :mod:`nni_diffusionnag.diffusion.guidance`.
 """
 
 from __future__ import annotations
@@ -16,11 +16,11 @@ import numpy as np
 import torch
 
 from .checkpoint import load_checkpoint, save_checkpoint
-from .diffusion.decoding import repair_decode, strict_decode
-from .diffusion.sampling import ScoreFn, get_score_fn, pc_sample
-from .diffusion.sde import SDE, VESDE, get_sde
-from .nn.score_net import ScoreNetConfig, ScoreNetwork, known_illegal_score
-from .space import GraphSpace, get_space
+from ..diffusion.decoding import repair_decode, strict_decode
+from ..diffusion.sampling import ScoreFn, get_score_fn, pc_sample
+from ..diffusion.sde import SDE, VESDE, get_sde
+from ..nn.score_net import ScoreNetConfig, ScoreNetwork, known_illegal_score
+from ..space import GraphSpace, get_space
 
 __all__ = ["DiffusionPrior", "SamplerConfig", "GeneratedBatch", "resolve_device", "shipped_prior_path"]
 
@@ -64,7 +64,7 @@ class GeneratedBatch:
 
 def shipped_prior_path(space_name: str) -> Path:
     """Path of the prior shipped in the package for ``space_name``."""
-    return Path(__file__).resolve().parent / "priors" / f"{space_name}.pt"
+    return Path(__file__).resolve().parent.parent / "priors" / f"{space_name}.pt"
 
 
 class DiffusionPrior:
