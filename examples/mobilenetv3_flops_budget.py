@@ -29,7 +29,7 @@ from nni_diffusionnag import GuidedGenerator
 from nni_diffusionnag.integration.evaluators import label_on_digits
 from nni_diffusionnag.prior.cache import prior_for_space
 from nni_diffusionnag.properties import mobilenetv3 as mbv3
-from nni_diffusionnag.space import space_for_model
+from nni_diffusionnag.integration.mutables import space_for_model
 from nni_diffusionnag.space.mobilenetv3 import ofa_mobilenetv3
 
 

@@ -25,7 +25,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--trials", type=int, default=8, help="architectures to train")
     parser.add_argument("--concurrency", type=int, default=1,
-                        help="trials at once (> 1 can show swapped parameters in NNI 3.0's portal, NNI_NOTES 3.5)")
+                        help="trials at once (> 1 can show swapped parameters in NNI 3.0's portal, nni#5726)")
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--train-samples", type=int, default=512, help="digits images used for training per trial")
     parser.add_argument("--cells", type=int, default=2, help="NB201 cells per stage (hub default 5)")

@@ -176,8 +176,29 @@ def _cmd_train_meta(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench_seeds(text: str):
+    """--seeds: a count ``N`` (an int, as every bench takes it) or, for ``bench hpo``, ``A-B`` / ``a,b,c``."""
+    if text.strip().isdigit():
+        return int(text)
+    from .bench.hpo import parse_seeds
+
+    try:
+        return parse_seeds(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
 def _cmd_bench(args: argparse.Namespace) -> int:
-    if args.which == "transfer":
+    if isinstance(args.seeds, list) and args.which != "hpo":
+        raise SystemExit(f"bench {args.which}: --seeds takes a number of seeds (a list or range is for bench hpo)")
+    if args.budget is None:
+        args.budget = 60 if args.which == "hpo" else 300
+    if args.which == "hpo":
+        from .bench.hpo import run_hpo_bench, summarize
+
+        result = run_hpo_bench(args.tuners.split(","), args.seeds if args.seeds is not None else 10, args.budget,
+                               args.output, device=args.device)
+    elif args.which == "transfer":
         from .bench.transfer import run_transfer_bench, summarize
 
         if not args.table:
@@ -253,17 +274,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_train_meta)
 
     p = sub.add_parser("bench", help="benchmarks behind docs/benchmarks.md (JSON + PNG)")
-    p.add_argument("which", choices=["generate", "guidance", "search", "transfer", "mobilenetv3"])
+    p.add_argument("which", choices=["generate", "guidance", "search", "transfer", "mobilenetv3", "hpo"])
     p.add_argument("--space", default="nasbench201")
     p.add_argument("--table", default=None, help="NB201 table CSV (guidance, search)")
     p.add_argument("--column", default="cifar10_test_acc", help="table column to maximise (search)")
     p.add_argument("--output", default="bench-out", help="folder for the JSON and PNG")
     p.add_argument("--prior", default=None, help="prior checkpoint (default: shipped)")
-    p.add_argument("--seeds", type=int, default=None, help="number of seeds (default per benchmark)")
-    p.add_argument("--budget", type=int, default=300, help="trained architectures per search (search)")
+    p.add_argument("--seeds", type=_bench_seeds, default=None,
+                   help="number of seeds (default per benchmark); hpo also takes a range or list: 0-9, 1,3,5")
+    p.add_argument("--budget", type=int, default=None,
+                   help="architectures per search (search, transfer; default 300), trials per run (hpo; default 60)")
     p.add_argument("--strategies", default="DiffusionNAG,Random,RegularizedEvolution,TPE", help="search: comma list")
     p.add_argument("--full-budget", action="store_true",
                    help="search: keep going after the table optimum (for timing a whole run)")
+    p.add_argument("--tuners", default="TPE,Anneal,Random,DiffusionNAG", help="hpo: comma list of tuners")
     p.add_argument("-n", type=int, default=1000, help="graphs per run (generate)")
     p.add_argument("--flops-budget", type=float, default=220.0, help="MFLOPs budget (mobilenetv3)")
     p.add_argument("--device", default="cpu", help="generator device (default cpu, for comparable timings)")

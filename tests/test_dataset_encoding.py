@@ -1,4 +1,4 @@
-"""Dataset-aware meta-predictor f(x_t, t, D) (issue 7 item 1a): set encoder, training, checkpoints."""
+"""Dataset-aware meta-predictor f(x_t, t, D): set encoder, training, checkpoints."""
 
 from __future__ import annotations
 

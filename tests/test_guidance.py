@@ -1,4 +1,4 @@
-"""Surrogates, guidance and constraints (issue 3)."""
+"""Surrogates, guidance and constraints (docs/design.md, 'Guidance')."""
 
 import numpy as np
 import pytest

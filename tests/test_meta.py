@@ -1,4 +1,4 @@
-"""Meta-surrogate (transferable NAS, issue 7): training, checkpoints, CLI, strategy integration."""
+"""Meta-surrogate (transferable NAS): training, checkpoints, CLI, strategy integration."""
 
 from __future__ import annotations
 

@@ -8,7 +8,7 @@ import torch
 
 from conftest import hook_flops
 from nni_diffusionnag.properties import mobilenetv3 as mbv3
-from nni_diffusionnag.space import space_for_model
+from nni_diffusionnag.integration.mutables import space_for_model
 from nni_diffusionnag.space.mobilenetv3 import FIXED, SKIP, MobileNetV3OFASpace, ofa_mobilenetv3
 
 hub = pytest.importorskip("nni.nas.hub.pytorch")
@@ -163,7 +163,7 @@ def test_budget_constraint_for_the_generic_default_space(default_model):
     assert np.corrcoef(relaxed, exact)[0, 1] > 0.75
 
 
-# --- FLOPs-constrained generation (issue 6: >= 95% within budget) ---------------------------------
+# --- FLOPs-constrained generation (>= 95% within budget, docs/benchmarks.md §5.3) ----------------
 @pytest.fixture(scope="module")
 def ofa_prior():
     from nni_diffusionnag.prior.model import DiffusionPrior

@@ -1,4 +1,4 @@
-"""NNI_NOTES §3.5: at trial_concurrency > 1 every trial must be shown with its own architecture.
+"""nni#5726, nni#5693: at trial_concurrency > 1 every trial must be shown with its own architecture.
 
 Unpatched NNI 3.0 hands parameters to whichever trial asks first (compat.js L78-83, L193-199), so
 the portal can show trial A's architecture next to the metric of B's. ``nni_diffusionnag.integration.portal_fix``

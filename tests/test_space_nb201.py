@@ -89,7 +89,7 @@ def test_signature_stable_and_sensitive(space):
 
 
 def test_math_modules_do_not_import_nni():
-    """Space encoding, diffusion, networks, prior and generator work without NNI (STYLE.md)."""
+    """Space encoding, diffusion, networks, prior and generator work without NNI (docs/design.md, 'Data flow and layout')."""
     import subprocess
     import sys
 

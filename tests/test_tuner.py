@@ -16,7 +16,8 @@ import pytest
 
 from nni_diffusionnag.exceptions import UnsupportedSpaceError
 from nni_diffusionnag.space.legacy import space_for_search_space
-from nni_diffusionnag.integration.tuner import ACQUISITIONS, DiffusionNAGClassArgsValidator, DiffusionNAGTuner
+from nni_diffusionnag.integration.tuner import DiffusionNAGClassArgsValidator, DiffusionNAGTuner
+from nni_diffusionnag.search.config import ACQUISITIONS
 
 import nni  # noqa: E402
 
@@ -41,15 +42,11 @@ def search_space() -> dict:
 @pytest.fixture
 def make_tuner(tiny_prior_path, search_space):
     """A tuner on the tiny prior with a small surrogate and a short sampler (fast on one core)."""
-    from nni_diffusionnag.nn.surrogate import SurrogateConfig
-    from nni_diffusionnag.prior.model import SamplerConfig
-
     def make(space=True, **kwargs):
-        args = dict(seed=0, warmup=4, batch_size=2, n_candidates=20, device="cpu", prior=str(tiny_prior_path))
+        args = dict(seed=0, warmup=4, batch_size=2, n_candidates=20, device="cpu", prior=str(tiny_prior_path),
+                    surrogate=dict(hidden=16, steps=40, ensemble=3), sampler=dict(num_steps=10))
         args.update(kwargs)
         tuner = DiffusionNAGTuner(**args)
-        tuner._core_args.update(surrogate=SurrogateConfig(hidden=16, steps=40, ensemble=3),
-                                sampler=SamplerConfig(num_steps=10))
         if space:
             tuner.update_search_space(search_space)
         return tuner
@@ -115,10 +112,13 @@ def test_search_space_encoding(search_space):
 
 
 @pytest.mark.parametrize("mutate, match", [
-    (lambda s: s.pop("cell/2_3"), r"found 5 labels"),
-    (lambda s: s.update({"lr": {"_type": "loguniform", "_value": [1e-4, 0.1]}}), r"not: \{'lr': 'loguniform"),
-    (lambda s: s.update({"cell/0_1": {"_type": "choice", "_value": OPS[:4]}}), r"'cell/0_1': \"choice"),
-    (lambda s: s.update({"cell/0_1": {"_type": "choice", "_value": [{"_name": "a"}]}}), r"'cell/0_1'"),
+    (lambda s: s.update({"lr": {"_type": "logunifrom", "_value": [1e-4, 0.1]}}), r"'lr' .* unknown _type 'logunifrom'"),
+    (lambda s: s.update({"lr": {"_type": "loguniform", "_value": [0, 0.1]}}), r"'lr' .* needs low > 0"),
+    (lambda s: s.update({"n": {"_type": "randint", "_value": [5, 5]}}), r"'n' .* needs low < high"),
+    (lambda s: s.update({"x": {"_type": "normal", "_value": [0, -1]}}), r"'x' .* needs sigma > 0"),
+    (lambda s: s.update({"cell/0_1": {"_type": "choice", "_value": []}}), r"'cell/0_1' .* non-empty _value"),
+    (lambda s: s.update({"cell/0_1": {"_type": "choice", "_value": [{"_name": "a"}, 3]}}), r"'cell/0_1' .* mixes"),
+    (lambda s: s.update({"cell/0_1": "conv"}), r"'cell/0_1' = 'conv' is not a"),
     (lambda s: s.clear(), r"empty"),
 ])
 def test_unsupported_search_space_names_labels(search_space, mutate, match):
@@ -132,15 +132,19 @@ def test_unsupported_search_space_names_labels(search_space, mutate, match):
 
 # --- classArgs ---------------------------------------------------------------------------------
 @pytest.mark.parametrize("kwargs, match", [
-    (dict(lr=0.1), r"unknown classArgs \['lr'\]; accepted keys: \['acquisition'"),
-    (dict(optimize_mode="max"), r"optimize_mode='max' is invalid; optimize_mode must be 'maximize'"),
+    (dict(lr=0.1), r"unknown classArgs \['lr'\]; valid classArgs: \['acquisition'"),
+    (dict(optimize_mode="max"), r"optimize_mode='max' is invalid; optimize_mode must be one of \['maximize'"),
+    (dict(kappa=float("nan")), r"kappa=nan is invalid"),
+    (dict(device="cuda"), r"device='cuda' but this machine has no CUDA device"),
+    (dict(surrogate={"hiden": 3}), r"unknown surrogate settings \['hiden'\]"),
+    (dict(constraints=[3]), r"constraints\[\.\.\.\]=3 is invalid"),
     (dict(batch_size=0), r"batch_size=0 is invalid"),
     (dict(batch_size=2.5), r"batch_size=2.5 is invalid"),
     (dict(warmup=True), r"warmup=True is invalid"),
     (dict(seed=-1), r"seed=-1 is invalid"),
     (dict(scale=float("inf")), r"scale=inf is invalid"),
     (dict(kappa="1"), r"kappa='1' is invalid"),
-    (dict(acquisition="pi"), r"acquisition='pi' is invalid; acquisition must be 'ucb', 'ei' or 'mean'"),
+    (dict(acquisition="pi"), r"acquisition='pi' is invalid; acquisition must be one of \['ucb', 'ei', 'mean'\]"),
     (dict(device="gpu"), r"device='gpu' is invalid"),
     (dict(batch_size=8, n_candidates=4), r"n_candidates=4 must be >= batch_size=8"),
     (dict(prior="no/such/prior.pt"), r"prior='no/such/prior.pt' is not a file"),
@@ -156,10 +160,11 @@ def test_class_args_errors(kwargs, match):
 def test_class_args_accepted(tiny_prior_path):
     DiffusionNAGClassArgsValidator().validate_class_args(
         optimize_mode="minimize", seed=3, batch_size=2, warmup=0, n_candidates=10, scale=1, acquisition="ei",
-        kappa=0.5, device="cuda:1", prior=str(tiny_prior_path), patience=2)
+        kappa=0.5, device="cpu", prior=str(tiny_prior_path), patience=2, discretize=4,
+        constraints=["params<=0.5"], surrogate={"ensemble": 3})
     DiffusionNAGClassArgsValidator().validate_class_args(seed=None, prior=None)  # None = default
     tuner = DiffusionNAGTuner()
-    assert 0 <= tuner.seed < 2**31 and tuner.optimize_mode == "maximize"
+    assert tuner.config.loop.seed is None and tuner.config.acquisition.optimize_mode == "maximize"
 
 
 def test_import_is_light_and_acquisitions_match():
@@ -169,7 +174,7 @@ def test_import_is_light_and_acquisitions_match():
     assert out.stdout.strip() == "False", out.stderr
     from nni_diffusionnag.search.generator import ACQUISITIONS as GENERATOR_ACQUISITIONS
 
-    assert ACQUISITIONS == GENERATOR_ACQUISITIONS
+    assert ACQUISITIONS is GENERATOR_ACQUISITIONS  # one list: the validator is derived from the config
 
 
 # --- the tuner contract ------------------------------------------------------------------------
@@ -182,7 +187,7 @@ def test_generate_receive_end_and_guided_rounds(make_tuner):
     tuner = make_tuner(optimize_mode="minimize")
     params = [tuner.generate_parameters(i) for i in range(4)]  # warm-up: unguided prior
     assert all(_valid(p) for p in params) and len({_key(p) for p in params}) == 4
-    assert tuner._core.generator.surrogate is None
+    assert tuner.core.generator.surrogate is None
 
     tuner.receive_trial_result(0, params[0], {"default": 2.0, "loss": 2.0})
     tuner.receive_trial_result(1, params[1], 5.0)
@@ -192,15 +197,14 @@ def test_generate_receive_end_and_guided_rounds(make_tuner):
     tuner.trial_end(2, True)
     tuner.trial_end(3, False)  # failed without a metric
     assert [h["metric"] for h in tuner.history()] == [2.0, 5.0]
-    assert [why for _, why in tuner._core._failed] == ["unusable metric nan", "trial failed"]
-    assert tuner._pending == {}
+    assert [f["reason"] for f in tuner.core.failures()] == ["unusable metric nan", "trial of parameter 3 failed"]
+    assert [_key(f["sample"]) for f in tuner.core.failures()] == [_key(params[2]), _key(params[3])]
 
     more = [tuner.generate_parameters(i) for i in range(4, 8)]  # guided: the surrogate is fitted
-    assert tuner._core.generator.surrogate is not None
-    assert tuner._core.generator.best_value == -2.0  # minimize: the core maximises -value
+    assert tuner.core.generator.surrogate is not None
+    assert tuner.core.generator.best_value == -2.0  # minimize: the core maximises -value
     keys = {_key(p) for p in params + more}
     assert len(keys) == 8 and all(_valid(p) for p in more)
-    assert set(tuner._pending) == {4, 5, 6, 7}
 
 
 @pytest.mark.parametrize("value", [None, float("inf"), {"accuracy": 1.0}, {"default": None}, "0.5"])
@@ -208,8 +212,8 @@ def test_unusable_metrics_are_skipped(make_tuner, value, caplog):
     tuner = make_tuner()
     params = tuner.generate_parameters(0)
     tuner.receive_trial_result(0, params, value)
-    assert tuner.history() == [] and len(tuner._core._failed) == 1
-    assert "ignoring the result of parameter 0" in caplog.text
+    assert tuner.history() == [] and len(tuner.core.failures()) == 1
+    assert "ignoring the result of" in caplog.text and "unusable" in caplog.text
 
 
 def test_generate_multiple_parameters_is_nni_dispatch_path(make_tuner):
@@ -217,6 +221,7 @@ def test_generate_multiple_parameters_is_nni_dispatch_path(make_tuner):
     sent = []
     params = tuner.generate_multiple_parameters([10, 11, 12], st_callback=lambda *a: sent.append(a))
     assert len(params) == 3 and len({_key(p) for p in params}) == 3
+    assert sent == []  # st_callback is for tuners that send parameters later; this one returns them
 
 
 def test_import_data_restores_history_and_excludes_imported(make_tuner, search_space):
@@ -248,8 +253,8 @@ def test_no_more_trial_error_when_nothing_new(make_tuner, monkeypatch):
         calls.append(1)
         return np.zeros((0, tuner.space.num_nodes), dtype=np.int64)
 
-    monkeypatch.setattr(tuner._core, "_propose", propose_nothing)
-    with pytest.raises(nni.NoMoreTrialError, match="2 proposal rounds in a row"):
+    monkeypatch.setattr(tuner.core, "_round", propose_nothing)
+    with pytest.raises(nni.NoMoreTrialError, match="after 2 proposal rounds"):
         tuner.generate_parameters(0)
     assert len(calls) == 2
     assert tuner.generate_multiple_parameters([1, 2]) == []  # NNI then sends NoMoreTrialJobs
@@ -260,9 +265,9 @@ def test_no_more_trial_error_when_generator_repeats_itself(make_tuner, monkeypat
     tuner = make_tuner(patience=3)
     first = tuner.generate_parameters(0)
     same = tuner.space.sample_to_types(first)[None]
-    monkeypatch.setattr(tuner._core.generator, "propose", lambda *a, **k: same.copy())
-    tuner._buffer.clear()  # the rest of the first round
-    with pytest.raises(nni.NoMoreTrialError, match="3 proposal rounds"):
+    monkeypatch.setattr(tuner.core.generator, "propose", lambda *a, **k: same.copy())
+    tuner.core._queue.clear()  # the rest of the first round
+    with pytest.raises(nni.NoMoreTrialError, match="after 3 proposal rounds"):
         tuner.generate_parameters(1)
 
 
@@ -298,7 +303,7 @@ def test_nnictl_algo_register(tmp_path, monkeypatch):
     monkeypatch.setenv("NNI_CONFIG_DIR", str(tmp_path))
     assert isinstance(create_validator_instance("tuners", "DiffusionNAG"), DiffusionNAGClassArgsValidator)
     tuner = create_builtin_class_instance("DiffusionNAG", {"seed": 7, "batch_size": 3}, "tuners")
-    assert isinstance(tuner, DiffusionNAGTuner) and tuner.seed == 7
+    assert isinstance(tuner, DiffusionNAGTuner) and tuner.config.loop.seed == 7
     with pytest.raises(SchemaError, match="unknown classArgs"):
         AlgoSchema("tuner").validate_class_args({"batch_sise": 3}, "tuner", "DiffusionNAG")
 

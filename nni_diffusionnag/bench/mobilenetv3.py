@@ -1,6 +1,6 @@
 """``nni-diffusionnag bench mobilenetv3``: guided generation vs sample-and-filter on OFA MobileNetV3.
 
-The question (issue 6, and the paper's argument for guidance): in a space of ~2e19 networks, how
+The question (the paper's argument for guidance; docs/benchmarks.md §5.4): in a space of ~2e19 networks, how
 many predictor calls and how much wall time does it take to find a network whose *predicted*
 accuracy reaches a target while its exact FLOPs stay within a budget?
 

@@ -1,4 +1,4 @@
-"""``nni-diffusionnag bench transfer``: transferable NAS on the NB201 table (issue 7).
+"""``nni-diffusionnag bench transfer``: transferable NAS on the NB201 table (docs/benchmarks.md §4).
 
 For each direction (CIFAR-10 -> CIFAR-100, CIFAR-100 -> CIFAR-10) a meta-surrogate is trained on
 the whole *source* column, then the *target* column is searched through :func:`run_one` (NNI's

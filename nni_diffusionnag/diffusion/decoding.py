@@ -1,10 +1,10 @@
 """From continuous node features back to node types.
 
-DiffusionNAG's strict rule (METHOD.md §1): rescale the centred features to ``[0, 1]`` and threshold
-at 0.5, i.e. an entry is *active* where ``x > 0``; a graph is **valid** if every node has exactly
-one active type and that type is legal at that node. That strict validity is the prior's quality
-figure. What we hand to NNI is then *repaired*: the argmax restricted to the legal types, so every
-emitted graph belongs to the space.
+DiffusionNAG's strict rule (docs/design.md, 'Encoding rules'): rescale the centred features to
+``[0, 1]`` and threshold at 0.5, i.e. an entry is *active* where ``x > 0``; a graph is **valid**
+if every node has exactly one active type and that type is legal at that node. That strict
+validity is the prior's quality figure. What we hand to NNI is then *repaired*: the argmax
+restricted to the legal types, so every emitted graph belongs to the space.
 """
 
 from __future__ import annotations

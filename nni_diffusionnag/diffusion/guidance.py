@@ -1,4 +1,4 @@
-"""Property guidance: classifier guidance with regressors (DiffusionNAG §3.2, METHOD.md §3).
+"""Property guidance: classifier guidance with regressors (paper §3.2; docs/design.md, 'Guidance').
 
 At every reverse step the score becomes
 

@@ -1,4 +1,4 @@
-"""Fix for NNI 3.0's trial/parameter swap at ``trialConcurrency > 1`` (NNI_NOTES §3.5, nni#5726).
+"""Fix for NNI 3.0's trial/parameter swap at ``trialConcurrency > 1`` (nni#5726, nni#5693).
 
 NNI 3.0's local and remote training services run behind the v3 compatibility layer
 ``nni_node/training_service/v3/compat.js``. It pushes every new parameter set into one FIFO

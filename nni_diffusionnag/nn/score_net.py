@@ -1,4 +1,4 @@
-"""The score network of the diffusion prior (DiffusionNAG §3.1, METHOD.md §2).
+"""The score network of the diffusion prior (paper §3.1; docs/design.md, 'The prior and the sampler').
 
 A pre-LayerNorm transformer over the ``N`` nodes of the architecture graph:
 

@@ -1,4 +1,4 @@
-"""Noise-aware property surrogates ``f(x_t, t)`` (DiffusionNAG §3.2, METHOD.md §3).
+"""Noise-aware property surrogates ``f(x_t, t)`` (paper §3.2; docs/design.md, 'Guidance').
 
 A surrogate regresses a property (accuracy, latency...) of an architecture graph from its node
 features. *Noise-aware* surrogates are trained on features perturbed by the prior's SDE at random
@@ -15,8 +15,7 @@ acquisition functions (UCB, EI).
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass
-from typing import Any, Dict, Tuple
+from typing import Dict, Tuple
 
 import numpy as np
 import torch
@@ -25,33 +24,12 @@ from torch.func import functional_call, stack_module_state, vmap
 from torch_geometric.nn import DenseGraphConv
 
 from ..diffusion.sde import SDE
+from .config import SurrogateConfig
 from .embedding import NoiseEmbedding
 
 __all__ = ["SurrogateConfig", "GraphSurrogate", "SurrogateEnsemble", "fit_surrogate"]
 
 _logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class SurrogateConfig:
-    """Size and training of a :class:`SurrogateEnsemble`."""
-
-    hidden: int = 32
-    num_layers: int = 3
-    ensemble: int = 5
-    noise_aware: bool = True
-    steps: int = 200
-    batch_size: int = 64
-    lr: float = 3e-3
-    weight_decay: float = 1e-4
-    bootstrap: bool = True  # each member sees a bootstrap resample: diversity for the uncertainty
-
-    def __post_init__(self) -> None:
-        if self.ensemble < 1 or self.steps < 0 or self.hidden < 1 or self.num_layers < 1:
-            raise ValueError(f"invalid surrogate settings: {self}")
-
-    def to_dict(self) -> Dict[str, Any]:
-        return asdict(self)
 
 
 class GraphSurrogate(nn.Module):

@@ -65,8 +65,13 @@ def prior_for_space(space: GraphSpace, model_space: Any = None, cache_dir: str |
                     time_budget_s: float = 120.0, steps: int = 3000, device: str | torch.device | None = None, *,
                     net_config: ScoreNetConfig | None = None, train_config: TrainConfig | None = None,
                     num_samples: int = 4096, seed: int = 0, progress: bool = True,
-                    retrain: bool = False) -> DiffusionPrior:
-    """The diffusion prior for ``space``: shipped, cached, or trained now and cached.
+                    retrain: bool = False, kind: str = "auto") -> Any:
+    """The diffusion prior for ``space``: shipped, exact, cached, or trained now and cached.
+
+    ``kind='auto'``: the prior shipped for the space if there is one; else, for a space of
+    independent choices (:func:`is_product_space`), the exact prior of those choices
+    (:class:`~nni_diffusionnag.prior.exact.ProductPrior`: nothing to train); else a learned one
+    (cached, or trained now). ``kind='exact'`` and ``kind='learned'`` force one or the other.
 
     Parameters
     ----------
@@ -91,7 +96,13 @@ def prior_for_space(space: GraphSpace, model_space: Any = None, cache_dir: str |
         random ones.
     retrain
         Ignore (and replace) a cached prior.
+    kind
+        ``'auto'``, ``'exact'`` or ``'learned'`` (see above).
     """
+    if kind not in ("auto", "exact", "learned"):
+        raise ValueError(f"prior kind must be 'auto', 'exact' or 'learned', got {kind!r}")
+    if kind == "exact":
+        return _exact_prior(space, device)
     sig = space.signature()
     shipped = shipped_prior_path(space.name)
     if shipped.is_file() and not retrain:
@@ -102,6 +113,9 @@ def prior_for_space(space: GraphSpace, model_space: Any = None, cache_dir: str |
         except SpaceMismatchError:
             _logger.info("the prior shipped as '%s' was made for another encoding of the space; not using it",
                          shipped.name)
+
+    if kind == "auto" and is_product_space(space):
+        return _exact_prior(space, device)
 
     path = cache_path(space, cache_dir)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -202,20 +216,42 @@ def _training_data(space: GraphSpace, model_space: Any, num_samples: int, rng: n
     return data
 
 
-def _validator(space: GraphSpace, model_space: Any):
-    """None if nothing can reject a legal graph, else ``types [B, N] -> [B] bool``."""
-    from nni.mutable import MutableAnnotation
+def is_product_space(space: GraphSpace) -> bool:
+    """Whether every architecture of ``space`` is an independent choice per node: the generic
+    encoding without constraints or fixed-size subsets split over several nodes (their cardinality
+    ties nodes together). The hand-made encodings are not treated as such: they ship priors."""
+    from ..space.generic import BINARY_K, GenericSpace
 
+    return (isinstance(space, GenericSpace) and not space.has_constraints
+            and not any(d.kind == BINARY_K for d in space.decisions))
+
+
+def _exact_prior(space: GraphSpace, device: Any) -> Any:
+    from .exact import ProductPrior
+
+    if getattr(space, "has_constraints", False):
+        _logger.warning("the exact prior of '%s' ignores its constraints: proposals that break them are rejected "
+                        "by the model space", space.name)
+    prior = ProductPrior(space, device=device)
+    _logger.info("using the exact prior of independent choices for '%s' (%d decisions, no training)", space.name,
+                 space.num_nodes)
+    return prior
+
+
+def _validator(space: GraphSpace, model_space: Any):
+    """None if nothing can reject a legal graph, else ``types [B, N] -> [B] bool``.
+
+    Only the generic encoding carries constraints (NNI's ``MutableAnnotation``s, captured as
+    conditions); the hand-made encodings match constraint-free spaces only.
+    """
     from ..space.generic import GenericSpace
 
+    if not (isinstance(space, GenericSpace) and space.has_constraints):
+        return None
     if model_space is not None:
-        if not any(isinstance(m, MutableAnnotation) for m in model_space.simplify().values()):
-            return None
         return lambda types: np.array([bool(model_space.contains(space.types_to_sample(t))) for t in types],
                                       dtype=bool)
-    if isinstance(space, GenericSpace) and space.has_constraints:
-        return space.valid_mask
-    return None
+    return space.valid_mask
 
 
 @contextlib.contextmanager

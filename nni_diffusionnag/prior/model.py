@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from .checkpoint import load_checkpoint, save_checkpoint
+from ..diffusion.config import SamplerConfig
 from ..diffusion.decoding import repair_decode, strict_decode
 from ..diffusion.sampling import ScoreFn, get_score_fn, pc_sample
 from ..diffusion.sde import SDE, VESDE, get_sde
@@ -32,21 +33,6 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
     if device is None or device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
-
-
-@dataclass(frozen=True)
-class SamplerConfig:
-    """Settings of the predictor-corrector sampler (see docs/benchmarks.md for the trade-off)."""
-
-    num_steps: int = 100
-    snr: float = 0.16
-    corrector_steps: int = 1
-    eps: float = 1e-5
-    batch_size: int = 1000  # graphs per reverse-SDE run; bounds memory
-
-    def __post_init__(self) -> None:
-        if self.num_steps < 1 or self.batch_size < 1 or self.corrector_steps < 0:
-            raise ValueError(f"invalid sampler settings: {self}")
 
 
 @dataclass

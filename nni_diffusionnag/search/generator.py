@@ -1,9 +1,8 @@
-"""The guided generator: prior + surrogate + constraints -> proposed architectures.
+"""Guided generation: prior + surrogate + constraints -> proposed architectures.
 
-This is the one core shared by the NNI strategy and the NNI tuner: ``fit`` a surrogate on the
-(architecture, value) pairs seen so far, ``generate`` a batch with the prior guided by an
-acquisition of that surrogate and by cost constraints, and ``propose`` the best new ones.
-Nothing here imports NNI.
+``fit`` a surrogate on the (architecture, value) pairs seen so far, ``generate`` a batch with the
+prior guided by an acquisition of that surrogate and by cost constraints, and ``propose`` the
+best new ones. The search core (:mod:`.core`) drives it; nothing here imports NNI.
 """
 
 from __future__ import annotations
@@ -20,15 +19,12 @@ from ..diffusion.decoding import to_features
 from ..diffusion.guidance import GuidanceTerm, budget_penalty, expected_improvement, guided_score_fn, ucb
 from ..nn.surrogate import SurrogateConfig, SurrogateEnsemble, fit_surrogate
 from ..prior.model import DiffusionPrior, GeneratedBatch, SamplerConfig
+from .config import ACQUISITIONS, DEFAULT_SCALE
 
 __all__ = ["Constraint", "GuidedGenerator", "ACQUISITIONS"]
 
 _logger = logging.getLogger(__name__)
 
-ACQUISITIONS = ("mean", "ucb", "ei")
-# Guidance push relative to the prior's pull (see diffusion/guidance.py); chosen by the scale
-# sweep of `nni-diffusionnag bench guidance` (docs/benchmarks.md): larger collapses diversity.
-DEFAULT_SCALE = 0.3
 
 
 @dataclass(frozen=True)

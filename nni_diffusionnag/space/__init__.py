@@ -1,15 +1,21 @@
-"""Search spaces as DiffusionNAG graphs: the first stage of the data flow."""
+"""Search spaces as DiffusionNAG graphs: the first stage of the data flow (no NNI import).
 
-from typing import Any
+NNI model spaces reach these encodings through :func:`nni_diffusionnag.integration.mutables.space_for_model`;
+legacy ``search_space.json`` dicts through :func:`.legacy.space_for_search_space`.
+"""
+
 
 from .base import GraphSpace, SpaceSignature, reachability
 from .mobilenetv3 import MobileNetV3OFASpace
 from .nasbench201 import NasBench201Space
 
-__all__ = ["GraphSpace", "SpaceSignature", "reachability", "NasBench201Space", "MobileNetV3OFASpace", "get_space", "space_for_model"]
+__all__ = ["GraphSpace", "SpaceSignature", "reachability", "NasBench201Space", "MobileNetV3OFASpace", "get_space"]
 
 def _nni_mobilenetv3() -> GraphSpace:
+    # NNI's hub model: read through the NNI adapters, imported only when this space is asked for
     from nni.nas.hub.pytorch import MobileNetV3Space
+
+    from ..integration.mutables import space_for_model
 
     return space_for_model(MobileNetV3Space())
 
@@ -27,24 +33,3 @@ def get_space(name: str) -> GraphSpace:
     if key not in _SPACES:
         raise ValueError(f"unknown space {name!r}; known spaces: {sorted(_SPACES)}")
     return _SPACES[key]()
-
-
-def space_for_model(model_space: Any, discretize: Any = None) -> GraphSpace:
-    """The graph space of an NNI model space (anything with ``simplify()``).
-
-    NNI's ``NasBench201`` gets the 8-node encoding of the paper, a ``MobileNetV3Space`` with OFA's
-    decisions (:func:`~nni_diffusionnag.space.mobilenetv3.ofa_mobilenetv3`) the paper's 20-node
-    one (both with shipped priors); any
-    other space of categorical decisions gets the generic decision-graph encoding
-    (:class:`~nni_diffusionnag.space.generic.GenericSpace`). A numerical mutable (``nni.uniform``)
-    raises :class:`~nni_diffusionnag.exceptions.UnsupportedSpaceError` naming it, unless
-    ``discretize`` bins it.
-    """
-    mutables = model_space.simplify()
-    for known in (NasBench201Space, MobileNetV3OFASpace):
-        space = known.match(mutables)
-        if space is not None:
-            return space
-    from .generic import GenericSpace
-
-    return GenericSpace.from_model(model_space, discretize=discretize)

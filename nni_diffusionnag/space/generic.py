@@ -82,6 +82,7 @@ import numpy as np
 
 from ..exceptions import DiffusionNAGError, UnsupportedSpaceError
 from .base import GraphSpace
+from .decisions import Choice, Condition, MultiChoice, _equal
 
 __all__ = ["GenericSpace", "Decision", "ENCODING"]
 
@@ -107,14 +108,6 @@ def _value_name(value: Any) -> str:
     return re.sub(r" at 0x[0-9a-fA-F]+", "", repr(value))
 
 
-def _equal(a: Any, b: Any) -> bool:
-    """``a == b`` as NNI's ``value in values`` sees it, False where the comparison fails."""
-    try:
-        return bool(a == b)
-    except Exception:  # noqa: BLE001 - values of any type (arrays, ...): incomparable means different
-        return False
-
-
 @dataclass(frozen=True)
 class Decision:
     """One labelled NNI decision and the nodes that encode it.
@@ -131,7 +124,7 @@ class Decision:
     offsets: Tuple[int, ...]
     choices: Tuple[Tuple[Any, ...], ...]
     n_chosen: Optional[int] = None
-    mutable: Any = None
+    mutable: Any = None  # the Choice/MultiChoice it encodes
 
     @property
     def size(self) -> int:
@@ -144,40 +137,35 @@ class Decision:
 
 
 class GenericSpace(GraphSpace):
-    """An NNI model space's ``simplify()`` output as a chain graph with one node per decision.
+    """A space's decisions as a chain graph with one node per decision.
 
     See the module docstring for the encoding.
 
     Parameters
     ----------
-    mutables
-        ``model_space.simplify()``: label -> mutable, in that order.
+    decisions
+        The decisions in model order (:mod:`nni_diffusionnag.space.decisions`): an NNI model
+        space's through :func:`nni_diffusionnag.integration.mutables.generic_space`, a legacy
+        search space's through :func:`nni_diffusionnag.space.legacy.space_for_search_space`.
     name
         Name used in file names and messages (not part of the signature's digest).
-    discretize
-        ``n`` to bin every ``Numerical`` into ``n`` equal-probability values, or
-        ``{label: n}`` / ``{label: [v1, v2, ...]}`` per label.
     max_combinations
         A fixed-``n_chosen`` multiple choice with at most this many subsets is one node over its
         subsets, else one binary node per candidate with top-k repair.
     model_space
-        The model space the mutables came from (for reference: :meth:`contains` asks NNI only
-        when a model space is passed to it).
+        The model space the decisions came from, if any (kept for reference: :meth:`contains`
+        asks NNI only when a model space is passed to it).
     """
 
-    def __init__(self, mutables: Mapping[str, Any], *, name: str = "generic", discretize: Discretize = None,
-                 max_combinations: int = 256, model_space: Any = None) -> None:
-        from nni.mutable import Categorical, CategoricalMultiple, MutableAnnotation, Numerical
-
-        per_label = self._parse_discretize(discretize, mutables, Numerical)
-        decisions: List[Decision] = []
-        constraints: List[Any] = []
+    def __init__(self, decisions: Sequence[Any], *, name: str = "generic", max_combinations: int = 256,
+                 model_space: Any = None) -> None:
+        nodes_of: List[Decision] = []
+        constraints: List[Condition] = []
         node_types: List[str] = []
-        unsupported: List[str] = []
         n_nodes = 0
 
         def add(label: str, kind: str, values: Sequence[Any], choices_per_node: Sequence[Sequence[Any]],
-                names_per_node: Sequence[Sequence[str]], n_chosen: Optional[int], mutable: Any) -> None:
+                names_per_node: Sequence[Sequence[str]], n_chosen: Optional[int], spec: Any) -> None:
             nonlocal n_nodes
             nodes, offsets = [], []
             for names in names_per_node:
@@ -185,118 +173,52 @@ class GenericSpace(GraphSpace):
                 offsets.append(len(node_types))
                 node_types.extend(names)
                 n_nodes += 1
-            decisions.append(Decision(label, kind, tuple(values), tuple(nodes), tuple(offsets),
-                                      tuple(tuple(c) for c in choices_per_node), n_chosen, mutable))
+            nodes_of.append(Decision(label, kind, tuple(values), tuple(nodes), tuple(offsets),
+                                     tuple(tuple(c) for c in choices_per_node), n_chosen, spec))
 
-        for label, mutable in mutables.items():
-            if not isinstance(label, str):
-                raise UnsupportedSpaceError(f"mutable labels must be strings, got {label!r} for {mutable!r}")
-            label = str(label)  # NNI's labels are a str subclass (nni.mutable.utils.label): keep plain text
-            if isinstance(mutable, MutableAnnotation):
-                constraints.append(mutable)
-            elif isinstance(mutable, Categorical):
-                values = list(mutable.values)
-                add(label, CATEGORICAL, values, [values], [[f"{label}={_value_name(v)}" for v in values]], None,
-                    mutable)
-            elif isinstance(mutable, CategoricalMultiple):
-                cands = list(mutable.values)
-                k = mutable.n_chosen
+        seen = set()
+        for spec in decisions:
+            label = str(spec.label)  # NNI's labels are a str subclass (nni.mutable.utils.label): keep plain text
+            if label in seen:
+                raise UnsupportedSpaceError(f"the label '{label}' appears twice in the space '{name}'")
+            seen.add(label)
+            if isinstance(spec, Condition):
+                constraints.append(spec)
+            elif isinstance(spec, Choice):
+                values = list(spec.values)
+                add(label, spec.kind, values, [values], [[f"{label}={_value_name(v)}" for v in values]], None, spec)
+            elif isinstance(spec, MultiChoice):
+                cands = list(spec.values)
+                k = spec.n_chosen
                 if k is not None and math.comb(len(cands), k) <= max_combinations:
                     subsets = list(itertools.combinations(range(len(cands)), k))
                     names = [f"{label}={_value_name([cands[i] for i in s])}" for s in subsets]
-                    add(label, SUBSET, cands, [subsets], [names], k, mutable)
+                    add(label, SUBSET, cands, [subsets], [names], k, spec)
                 else:
                     names = [[f"{label}[{_value_name(c)}]=off", f"{label}[{_value_name(c)}]=on"] for c in cands]
-                    add(label, BINARY if k is None else BINARY_K, cands, [(False, True)] * len(cands), names, k,
-                        mutable)
-            elif isinstance(mutable, Numerical) and label in per_label:
-                values = self._bin_values(mutable, per_label[label])
-                add(label, NUMERICAL, values, [values], [[f"{label}={_value_name(v)}" for v in values]], None,
-                    mutable)
+                    add(label, BINARY if k is None else BINARY_K, cands, [(False, True)] * len(cands), names, k, spec)
             else:
-                unsupported.append(self._describe_unsupported(label, mutable, Numerical))
-        if unsupported:
-            raise UnsupportedSpaceError(
-                "cannot encode these decisions as graph nodes: " + "; ".join(unsupported)
-                + ". Supported: Categorical (LayerChoice, nni.choice, Repeat depth), CategoricalMultiple "
-                "(InputChoice), and Numerical only with `discretize`."
-            )
+                raise TypeError(f"not a decision: {spec!r} (expected Choice, MultiChoice or Condition from "
+                                "nni_diffusionnag.space.decisions)")
         if n_nodes == 0:
-            raise UnsupportedSpaceError(f"the space '{name}' has no decision to encode (simplify() gave "
-                                        f"{list(mutables)})")
+            raise UnsupportedSpaceError(f"the space '{name}' has no decision to encode (got {list(seen)})")
 
         legal = np.zeros((n_nodes, len(node_types)), dtype=bool)
-        for d in decisions:
+        for d in nodes_of:
             for node, off, choices in zip(d.nodes, d.offsets, d.choices):
                 legal[node, off:off + len(choices)] = True
         adjacency = np.eye(n_nodes, k=1, dtype=np.int64)
-        extra = {"encoding": ENCODING, "decisions": [[d.label, d.kind] for d in decisions]}
-        labels = [d.label for d in decisions]
+        extra = {"encoding": ENCODING, "decisions": [[d.label, d.kind] for d in nodes_of]}
+        labels = [d.label for d in nodes_of]
         super().__init__(name, node_types, adjacency, legal, labels, extra)
 
-        self.decisions: Tuple[Decision, ...] = tuple(decisions)
-        self.constraints: Tuple[Any, ...] = tuple(constraints)
+        self.decisions: Tuple[Decision, ...] = tuple(nodes_of)
+        self.constraints: Tuple[Condition, ...] = tuple(constraints)
         self.model_space = model_space
-        self._by_label = {d.label: d for d in decisions}
-        self._binary_k = [d for d in decisions if d.kind == BINARY_K]
-        _logger.debug("%s: %d decisions -> %d nodes, %d node types, %d constraints", name, len(decisions), n_nodes,
+        self._by_label = {d.label: d for d in nodes_of}
+        self._binary_k = [d for d in nodes_of if d.kind == BINARY_K]
+        _logger.debug("%s: %d decisions -> %d nodes, %d node types, %d constraints", name, len(nodes_of), n_nodes,
                       len(node_types), len(constraints))
-
-    # --- construction ------------------------------------------------------------------------
-    @classmethod
-    def from_model(cls, model_space: Any, *, name: str | None = None, discretize: Discretize = None,
-                   max_combinations: int = 256) -> "GenericSpace":
-        """The space of an NNI model space (a ``ModelSpace`` or an ``ExecutableModelSpace``).
-
-        ``name`` defaults to ``generic-<class name>`` of the model, lower case.
-        """
-        if name is None:
-            inner = getattr(model_space, "model_space", model_space)  # RawFormatModelSpace wraps it
-            name = "generic-" + type(inner).__name__.lower()
-        return cls(model_space.simplify(), name=name, discretize=discretize, max_combinations=max_combinations,
-                   model_space=model_space)
-
-    @staticmethod
-    def _parse_discretize(discretize: Discretize, mutables: Mapping[str, Any], numerical: type) -> Dict[str, Any]:
-        numeric = [lab for lab, m in mutables.items() if isinstance(m, numerical)]
-        if discretize is None:
-            return {}
-        if isinstance(discretize, (int, np.integer)) and not isinstance(discretize, bool):
-            return {lab: int(discretize) for lab in numeric}
-        if not isinstance(discretize, Mapping):
-            raise TypeError(f"discretize must be None, an int or a {{label: n_bins}} dict, got {discretize!r}")
-        wrong = [lab for lab in discretize if lab not in numeric]
-        if wrong:
-            raise ValueError(f"discretize names {wrong}, which are not numerical decisions of the space; "
-                             f"numerical decisions: {numeric}")
-        return dict(discretize)
-
-    @staticmethod
-    def _bin_values(mutable: Any, spec: Union[int, Sequence[float]]) -> List[float]:
-        if isinstance(spec, (int, np.integer)) and not isinstance(spec, bool):
-            n = int(spec)
-            if n < 1:
-                raise ValueError(f"discretize: need at least 1 bin for '{mutable.label}', got {n}")
-            raw = [float(f"{float(mutable.distribution.ppf((i + 0.5) / n)):.6g}") for i in range(n)]
-            values = [float(mutable.qclip(v)) for v in raw]
-        else:
-            values = [float(v) for v in spec]
-        out: List[float] = []
-        for v in values:
-            if v not in out:
-                out.append(v)
-        bad = [v for v in out if not mutable.contains({mutable.label: v})]
-        if bad or not out:
-            raise ValueError(f"discretize: values {bad or out} are not in the domain of {mutable!r}")
-        return out
-
-    @staticmethod
-    def _describe_unsupported(label: str, mutable: Any, numerical: type) -> str:
-        if isinstance(mutable, numerical):
-            return (f"'{label}' is {mutable!r}, a continuous value: pass discretize={{'{label}': 8}} (or "
-                    f"discretize=8 for every numerical decision) to bin it into 8 equal-probability values, "
-                    f"or write it as nni.choice('{label}', [...]) in the model")
-        return f"'{label}' is {type(mutable).__name__} ({mutable!r}), which has no graph encoding"
 
     # --- facts -------------------------------------------------------------------------------
     @property
@@ -442,7 +364,7 @@ class GenericSpace(GraphSpace):
         sample = self.types_to_sample(types)
         if model_space is not None:
             return bool(model_space.contains(sample))
-        return all(c.check_contains(sample) is None for c in self.constraints)
+        return all(c.check(sample) is None for c in self.constraints)
 
     def valid_mask(self, types: np.ndarray, model_space: Any = None) -> np.ndarray:
         """``[B, N]`` -> ``[B]`` bool, :meth:`contains` for each graph."""
@@ -503,12 +425,11 @@ class GenericSpace(GraphSpace):
 
     @staticmethod
     def _value_index(d: Decision, value: Any) -> int:
+        if d.kind in (CATEGORICAL, NUMERICAL):
+            return d.mutable.index_of(value)
         for i, v in enumerate(d.values):
             if v is value or _equal(v, value):
                 return i
-        if d.kind == NUMERICAL and isinstance(value, (int, float, np.number)) and not isinstance(value, bool):
-            cdf = d.mutable.distribution.cdf
-            return int(np.argmin([abs(cdf(float(value)) - cdf(v)) for v in d.values]))
         raise ValueError(f"{value!r} is not a value of '{d.label}'; values: {[_value_name(v) for v in d.values]}")
 
     @staticmethod

@@ -1,12 +1,12 @@
 """MobileNetV3 in the Once-for-All (OFA) layout as 20-node DiffusionNAG graphs.
 
-DiffusionNAG's MobileNetV3 space (METHOD.md §1) is OFA's: 5 stages of 2..4 inverted-residual
-layers, each layer with a depthwise kernel size in {3, 5, 7} and an expand ratio in {3, 4, 6}.
-The graph has one node per layer slot (5 stages x 4 slots = 20 nodes) in a chain. The paper
-marks a skipped slot by an all-zero row; here it is an explicit tenth node type ``skip``, so that
-the repaired (argmax) decoding and the validity rule are the same code as for every other space.
-The two are the same information: the centred all-zero row and the ``skip`` column are each the
-one pattern that no operation uses.
+DiffusionNAG's MobileNetV3 space (docs/design.md, 'Encoding rules') is OFA's: 5 stages of 2..4
+inverted-residual layers, each layer with a depthwise kernel size in {3, 5, 7} and an expand ratio
+in {3, 4, 6}. The graph has one node per layer slot (5 stages x 4 slots = 20 nodes) in a chain. The
+paper marks a skipped slot by an all-zero row; here it is an explicit tenth node type ``skip``, so
+that the repaired (argmax) decoding and the validity rule are the same code as for every other
+space. The two are the same information: the centred all-zero row and the ``skip`` column are each
+the one pattern that no operation uses.
 
 Rules (checked by :meth:`MobileNetV3OFASpace.is_legal`): slots 1-2 of a stage are never
 ``skip``; slot 4 is ``skip`` whenever slot 3 is (a stage's depth is its number of non-skip
@@ -20,7 +20,7 @@ ReLU in the first stages and h-swish later. That space also has two decisions th
 encoding has no node for, ``stem_ks`` (3 or 5) and ``s0_i0_ks`` (3, 5 or 7): OFA fixes both at 3,
 and so does this encoding (a sample with other values is not in the encoded subspace and is
 refused with a clear error). Any ``MobileNetV3Space`` whose decisions are exactly these (whatever
-its widths, SE or activations) gets this encoding from :func:`~nni_diffusionnag.space.space_for_model`;
+its widths, SE or activations) gets this encoding from :func:`~nni_diffusionnag.integration.mutables.space_for_model`;
 NNI's default ``MobileNetV3Space()`` (TuNAS' space with width multipliers, expand ratios 1..6 and
 optional SE: 67 decisions) does not fit it and gets the generic decision graph instead.
 """

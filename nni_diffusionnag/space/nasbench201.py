@@ -1,10 +1,10 @@
 """NAS-Bench-201 cells as DiffusionNAG graphs.
 
 A cell has 4 nodes and 6 edges ``i -> j``, each carrying one of 5 operations. DiffusionNAG puts
-the operations on graph nodes (METHOD.md §1): 8 nodes = input, the 6 edge operations in the
-NB201 string order (e01, e02, e12, e03, e13, e23), output. The op on edge ``i -> j`` feeds every op
-on an edge leaving ``j``; the input feeds the ops leaving cell node 0; the ops entering cell node 3
-feed the output.
+the operations on graph nodes (paper §3.1; docs/design.md, 'Encoding rules'): 8 nodes = input,
+the 6 edge operations in the NB201 string order (e01, e02, e12, e03, e13, e23), output. The op on
+edge ``i -> j`` feeds every op on an edge leaving ``j``; the input feeds the ops leaving cell
+node 0; the ops entering cell node 3 feed the output.
 
 Three views of one cell, converted exactly both ways:
 

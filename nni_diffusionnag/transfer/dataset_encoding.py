@@ -1,4 +1,4 @@
-"""Dataset-aware meta-predictor ``f(x_t, t, D)`` (issue 7 item 1a, METHOD.md §3).
+"""Dataset-aware meta-predictor ``f(x_t, t, D)`` (docs/design.md, 'The BO loop').
 
 A task is described by its *dataset*: a few images per class are mapped to features by a
 pluggable :class:`FeatureExtractor` (default: a small, seeded, frozen, randomly initialised CNN,

@@ -1,4 +1,4 @@
-"""Meta-surrogate for transferable NAS (issue 7, METHOD.md §3): knowledge from earlier tasks.
+"""Meta-surrogate for transferable NAS (docs/design.md, 'The BO loop'): knowledge from earlier tasks.
 
 A *meta-surrogate* is a noise-aware :class:`~nni_diffusionnag.nn.surrogate.SurrogateEnsemble`
 trained on the (architecture, metric) tables of earlier tasks. Each task's labels are
@@ -6,7 +6,7 @@ standardised on their own (z-scores), so tasks with different scales (CIFAR-10 a
 CIFAR-100 ~73) mix; the meta-surrogate thus predicts a *task-agnostic standardised quality*.
 It is not conditioned on the task yet: with several tasks it learns their average, which is what
 transfers to a new task when nothing is known about it. The dataset-conditioned variant
-(``f(x_t, t, D)`` with a set encoder over image features, issue 7 item 1a) is not built here.
+(``f(x_t, t, D)`` with a set encoder over image features) is :mod:`.dataset_encoding`.
 
 Few-shot adaptation (:meth:`MetaSurrogate.adapt`): a copy of the meta-surrogate is fine-tuned
 from its weights (warm start, few steps) on the observed results of the target task.

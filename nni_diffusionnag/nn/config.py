@@ -1,0 +1,31 @@
+"""Settings of the networks, importable without torch (NNI's dispatcher must connect within 10 s,
+so the tuner validates its arguments before torch is imported)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Dict
+
+__all__ = ["SurrogateConfig"]
+
+
+@dataclass(frozen=True)
+class SurrogateConfig:
+    """Size and training of a :class:`SurrogateEnsemble`."""
+
+    hidden: int = 32
+    num_layers: int = 3
+    ensemble: int = 5
+    noise_aware: bool = True
+    steps: int = 200
+    batch_size: int = 64
+    lr: float = 3e-3
+    weight_decay: float = 1e-4
+    bootstrap: bool = True  # each member sees a bootstrap resample: diversity for the uncertainty
+
+    def __post_init__(self) -> None:
+        if self.ensemble < 1 or self.steps < 0 or self.hidden < 1 or self.num_layers < 1:
+            raise ValueError(f"invalid surrogate settings: {self}")
+
+    def to_dict(self) -> Dict[str, Any]:
+        return asdict(self)

@@ -1,0 +1,325 @@
+"""One validated configuration of a DiffusionNAG search, shared by the strategy and the tuner.
+
+Settings are grouped by concern (:class:`LoopConfig`, :class:`AcquisitionConfig`,
+:class:`PriorConfig`, :class:`TransferConfig`, plus the surrogate's
+:class:`~nni_diffusionnag.nn.config.SurrogateConfig` and the cost constraints) in frozen
+dataclasses whose ``__post_init__`` checks every value, so a typo or an impossible value fails
+at construction with the argument's name, the value found and what is allowed, before any trial
+runs. Users meet the flat names of :data:`FIELDS`: the keyword arguments of
+:class:`~nni_diffusionnag.DiffusionNAG` and the ``classArgs`` of the nnictl tuner both go
+through :meth:`SearchConfig.from_kwargs`, which also rejects unknown names with the list of
+valid ones.
+
+This module imports neither torch nor NNI (NNI's dispatcher gives a tuner 10 s to connect, and
+validation happens before that); torch is imported only to check a CUDA device.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Callable, Dict, Mapping, Optional, Tuple
+
+from ..diffusion.config import SamplerConfig
+from ..nn.config import SurrogateConfig
+
+__all__ = ["SearchConfig", "LoopConfig", "AcquisitionConfig", "PriorConfig", "TransferConfig", "FIELDS",
+           "ACQUISITIONS", "OPTIMIZE_MODES", "DEFAULT_SCALE", "PRIOR_KINDS"]
+
+ACQUISITIONS = ("ucb", "ei", "mean")
+OPTIMIZE_MODES = ("maximize", "minimize")
+# Guidance push relative to the prior's pull (diffusion/guidance.py); chosen by the scale sweep of
+# `nni-diffusionnag bench guidance` (docs/benchmarks.md §2): larger collapses diversity.
+DEFAULT_SCALE = 0.3
+PRIOR_KINDS = ("auto", "learned", "exact")
+_DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?|mps)$")
+
+
+def _fail(name: str, value: Any, allowed: str) -> None:
+    raise ValueError(f"DiffusionNAG: {name}={value!r} is invalid; {name} must be {allowed}")
+
+
+def _int(name: str, value: Any, low: int, high: Optional[int] = None) -> None:
+    ok = isinstance(value, int) and not isinstance(value, bool) and value >= low and (high is None or value < high)
+    if not ok:
+        _fail(name, value, f"an int >= {low}" + (f" and < {high}" if high is not None else ""))
+
+
+def _number(name: str, value: Any, low: float, strict: bool = False) -> None:
+    ok = (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+          and (value > low if strict else value >= low))
+    if not ok:
+        _fail(name, value, f"a finite number {'>' if strict else '>='} {low:g}")
+
+
+def _choice(name: str, value: Any, allowed: Tuple[str, ...]) -> None:
+    if value not in allowed:
+        _fail(name, value, f"one of {list(allowed)}")
+
+
+def _file(name: str, value: Optional[str], hint: str) -> None:
+    if value is None:
+        return
+    if not isinstance(value, (str, Path)) or not str(value).strip():
+        _fail(name, value, "a file path or None")
+    path = Path(value).expanduser()
+    if not path.is_file():
+        raise ValueError(f"DiffusionNAG: {name}={str(value)!r} is not a file (resolved against {Path.cwd()}: give "
+                         f"an absolute path; the nnictl dispatcher runs in the experiment's log directory); {hint}")
+
+
+def check_device(name: str, device: str) -> None:
+    """``'auto'``, ``'cpu'``, ``'cuda'``, ``'cuda:N'`` or ``'mps'``; a CUDA device must exist here."""
+    if not isinstance(device, str) or not _DEVICE.match(device):
+        _fail(name, device, "'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'")
+    if device.startswith("cuda"):
+        import torch  # only to check the device; the rest of this module stays torch-free
+
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        index = int(device.split(":")[1]) if ":" in device else 0
+        if index >= count:
+            raise ValueError(f"DiffusionNAG: {name}={device!r} but this machine has "
+                             f"{'no CUDA device' if count == 0 else f'{count} CUDA device(s)'}; use {name}='auto' "
+                             "(CUDA when available, else CPU) or 'cpu'")
+
+
+@dataclass(frozen=True)
+class LoopConfig:
+    """The BO loop: how many architectures per round, how many unguided ones first.
+
+    ``batch_size`` architectures are proposed per round (more: fewer refits, less adaptivity);
+    the first ``warmup`` come from the unguided prior; ``n_candidates`` graphs are generated per
+    round before ranking; the search stops after ``patience`` rounds in a row that yield nothing
+    new; ``seed`` (None: drawn and logged) seeds every random stream.
+    """
+
+    batch_size: int = 5
+    warmup: int = 10
+    n_candidates: int = 100
+    patience: int = 3
+    seed: Optional[int] = None
+
+    def __post_init__(self) -> None:
+        _int("batch_size", self.batch_size, 1)
+        _int("warmup", self.warmup, 0)
+        _int("n_candidates", self.n_candidates, 1)
+        if self.n_candidates < self.batch_size:
+            raise ValueError(f"DiffusionNAG: n_candidates={self.n_candidates} must be >= batch_size={self.batch_size}")
+        _int("patience", self.patience, 1)
+        if self.seed is not None:
+            _int("seed", self.seed, 0, 2**31)
+
+
+@dataclass(frozen=True)
+class AcquisitionConfig:
+    """What guides generation and ranks candidates once results exist.
+
+    ``acquisition`` of the surrogate ensemble (``'ucb'`` mean + ``kappa`` std, ``'ei'``,
+    ``'mean'``); ``scale`` of its guidance relative to the prior's score (0: unguided);
+    ``optimize_mode`` of the trial metric.
+    """
+
+    acquisition: str = "ucb"
+    kappa: float = 0.3
+    scale: float = DEFAULT_SCALE
+    optimize_mode: str = "maximize"
+
+    def __post_init__(self) -> None:
+        _choice("acquisition", self.acquisition, ACQUISITIONS)
+        _number("kappa", self.kappa, 0.0)
+        _number("scale", self.scale, 0.0)
+        _choice("optimize_mode", self.optimize_mode, OPTIMIZE_MODES)
+
+    @property
+    def sign(self) -> float:
+        """+1 to maximise, -1 to minimise: the generator always maximises ``sign * metric``."""
+        return 1.0 if self.optimize_mode == "maximize" else -1.0
+
+
+@dataclass(frozen=True)
+class PriorConfig:
+    """The unguided prior and its sampler.
+
+    ``prior``: a checkpoint path, or None for the space's shipped prior, else a cached one, else
+    one trained now within ``prior_time_budget`` seconds. ``prior_kind``: ``'auto'`` (the default
+    choice for the space), ``'learned'`` (a score network) or ``'exact'`` (the closed-form score
+    of independent choices). ``discretize``: bins of continuous values (an int for all, or
+    ``{label: n_bins}``). ``device`` of the generator: ``'auto'`` (CUDA when available), ``'cpu'``,
+    ``'cuda:1'``...
+    """
+
+    prior: Optional[str] = None
+    prior_kind: str = "auto"
+    prior_time_budget: float = 120.0
+    discretize: Any = None
+    device: str = "auto"
+    sampler: SamplerConfig = SamplerConfig(num_steps=30)
+
+    def __post_init__(self) -> None:
+        _file("prior", self.prior, "train one with `nni-diffusionnag train-prior`, or leave prior out to use the "
+                                   "space's shipped or cached prior")
+        _choice("prior_kind", self.prior_kind, PRIOR_KINDS)
+        _number("prior_time_budget", self.prior_time_budget, 0.0, strict=True)
+        d = self.discretize
+        if d is not None:
+            if isinstance(d, Mapping):
+                for label, n in d.items():
+                    if not (isinstance(n, int) and not isinstance(n, bool) and n >= 1) and not (
+                            isinstance(n, (list, tuple)) and n):
+                        _fail(f"discretize[{label!r}]", n, "an int >= 1 of bins or a non-empty list of values")
+            else:
+                _int("discretize", d, 1)
+        check_device("device", self.device)
+        if not isinstance(self.sampler, SamplerConfig):
+            _fail("sampler", self.sampler, "a SamplerConfig (or a dict of its fields)")
+
+
+@dataclass(frozen=True)
+class TransferConfig:
+    """Transfer from earlier tasks (:mod:`nni_diffusionnag.transfer`).
+
+    ``meta_predictor``: a meta-surrogate checkpoint (``nni-diffusionnag train-meta``); with
+    ``dataset`` (the target's images) it is read as a dataset-aware one. ``meta_adapt_steps``:
+    fine-tuning steps of the refit with 2 results, growing by 10 per further result.
+    """
+
+    meta_predictor: Optional[str] = None
+    meta_adapt_steps: int = 60
+    dataset: Any = None
+
+    def __post_init__(self) -> None:
+        _file("meta_predictor", self.meta_predictor, "train one with `nni-diffusionnag train-meta`")
+        _int("meta_adapt_steps", self.meta_adapt_steps, 0)
+        if self.dataset is not None and not self.meta_predictor:
+            raise ValueError("DiffusionNAG: dataset= needs meta_predictor=PATH, a dataset-aware meta-predictor "
+                             "to read it with")
+
+
+def _check_constraint(c: Any) -> None:
+    if isinstance(c, str) or callable(c) or all(hasattr(c, a) for a in ("exact", "relaxed", "budget")):
+        return
+    if isinstance(c, Mapping):
+        return
+    _fail("constraints[...]", c, "a Constraint, a factory (graph_space, model_space) -> Constraint, a budget such as "
+                                 "'params<=0.5' or {'cost': 'flops', 'budget': 220}, or 'module:callable'")
+
+
+# flat name -> (group, field): the names users write, in the strategy and in classArgs
+FIELDS: Dict[str, Tuple[str, str]] = {}
+for _group, _cls in (("loop", LoopConfig), ("acquisition", AcquisitionConfig), ("prior", PriorConfig),
+                     ("transfer", TransferConfig)):
+    for _f in fields(_cls):
+        FIELDS[_f.name] = (_group, _f.name)
+FIELDS["surrogate"] = ("surrogate", "")
+FIELDS["constraints"] = ("constraints", "")
+
+
+def _dataclass_from(cls: Any, name: str, value: Any) -> Any:
+    if isinstance(value, cls):
+        return value
+    if not isinstance(value, Mapping):
+        _fail(name, value, f"a {cls.__name__} or a dict of its fields")
+    valid = [f.name for f in fields(cls)]
+    unknown = sorted(set(value) - set(valid))
+    if unknown:
+        raise ValueError(f"DiffusionNAG: unknown {name} settings {unknown}; valid: {valid}")
+    try:
+        return cls(**value)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"DiffusionNAG: {name}={dict(value)!r} is invalid: {err}") from None
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """Every setting of a search, validated (see the module docstring).
+
+    Build it from flat names with :meth:`from_kwargs`; read a group as ``config.loop.batch_size``.
+    """
+
+    loop: LoopConfig = LoopConfig()
+    acquisition: AcquisitionConfig = AcquisitionConfig()
+    prior: PriorConfig = PriorConfig()
+    transfer: TransferConfig = TransferConfig()
+    surrogate: SurrogateConfig = SurrogateConfig()
+    constraints: Tuple[Any, ...] = field(default_factory=tuple)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.constraints, tuple):
+            object.__setattr__(self, "constraints", tuple(self.constraints))
+        for c in self.constraints:
+            _check_constraint(c)
+
+    @classmethod
+    def from_kwargs(cls, **kwargs: Any) -> "SearchConfig":
+        """From flat names (:data:`FIELDS`); None means the default. Unknown names raise with the
+        list of valid ones; ``surrogate`` and ``sampler`` may be dicts of their fields."""
+        unknown = sorted(set(kwargs) - set(FIELDS))
+        if unknown:
+            raise ValueError(f"DiffusionNAG: unknown argument(s) {unknown}; valid arguments: {sorted(FIELDS)}")
+        groups: Dict[str, Dict[str, Any]] = {"loop": {}, "acquisition": {}, "prior": {}, "transfer": {}}
+        for name, value in kwargs.items():
+            group, key = FIELDS[name]
+            if value is None and name not in ("prior", "meta_predictor", "dataset", "discretize", "seed"):
+                continue
+            if group in groups:
+                groups[group][key] = value
+        if "sampler" in groups["prior"]:
+            groups["prior"]["sampler"] = _dataclass_from(SamplerConfig, "sampler", groups["prior"]["sampler"])
+        surrogate = kwargs.get("surrogate")
+        constraints = kwargs.get("constraints") or ()
+        if isinstance(constraints, (str, Mapping)) or not hasattr(constraints, "__iter__"):
+            constraints = (constraints,)
+        return cls(loop=LoopConfig(**groups["loop"]), acquisition=AcquisitionConfig(**groups["acquisition"]),
+                   prior=PriorConfig(**groups["prior"]), transfer=TransferConfig(**groups["transfer"]),
+                   surrogate=SurrogateConfig() if surrogate is None else _dataclass_from(SurrogateConfig, "surrogate",
+                                                                                        surrogate),
+                   constraints=tuple(constraints))
+
+    def replace(self, **kwargs: Any) -> "SearchConfig":
+        """A copy with some flat settings changed (validated like :meth:`from_kwargs`)."""
+        unknown = sorted(set(kwargs) - set(FIELDS))
+        if unknown:
+            raise ValueError(f"DiffusionNAG: unknown argument(s) {unknown}; valid arguments: {sorted(FIELDS)}")
+        out = self
+        for name, value in kwargs.items():
+            group, key = FIELDS[name]
+            if group == "surrogate":
+                out = replace(out, surrogate=_dataclass_from(SurrogateConfig, "surrogate", value))
+            elif group == "constraints":
+                out = replace(out, constraints=tuple(value))
+            else:
+                if key == "sampler":
+                    value = _dataclass_from(SamplerConfig, "sampler", value)
+                out = replace(out, **{group: replace(getattr(out, group), **{key: value})})
+        return out
+
+    def describe(self) -> str:
+        """The settings that differ from the defaults, for logs and ``repr``."""
+        default = SearchConfig()
+        parts = []
+        for name, (group, key) in FIELDS.items():
+            if group in ("surrogate", "constraints"):
+                value, base = getattr(self, group), getattr(default, group)
+            else:
+                value, base = getattr(getattr(self, group), key), getattr(getattr(default, group), key)
+            if value != base:
+                parts.append(f"{name}={value!r}")
+        return ", ".join(parts)
+
+
+def resolve_callable(ref: str) -> Callable[..., Any]:
+    """``'package.module:name'`` -> the object (a user's constraint factory, named in YAML)."""
+    import importlib
+
+    module, _, name = ref.partition(":")
+    if not module or not name:
+        raise ValueError(f"DiffusionNAG: constraint {ref!r} is not 'module:callable'")
+    try:
+        obj = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as err:
+        raise ValueError(f"DiffusionNAG: cannot import constraint {ref!r}: {err}") from None
+    if not callable(obj):
+        raise ValueError(f"DiffusionNAG: constraint {ref!r} is not callable")
+    return obj

@@ -1,0 +1,390 @@
+"""The search core: everything a DiffusionNAG search is, behind a small ask/tell API, without NNI.
+
+One :class:`SearchCore` owns the history (architectures and their metrics), the failures, the
+submitted and rejected sets, the warm-up, the surrogate refits, the guided proposals, the
+constraints, transfer from a meta-predictor and its ``state_dict``. The NNI strategy
+(:class:`~nni_diffusionnag.DiffusionNAG`) and the NNI tuner
+(:class:`~nni_diffusionnag.DiffusionNAGTuner`) are thin adapters over it, the way NNI's
+``TpeTuner`` is a shell over its ``suggest`` functions:
+
+- :meth:`SearchCore.propose` ``(k)`` returns up to ``k`` new architectures as samples
+  (``{label: value}``) and marks them submitted; an empty list means the search is exhausted
+  (``patience`` proposal rounds in a row produced nothing new);
+- :meth:`SearchCore.observe` ``(sample, metric)`` records a result, judged by :func:`scalar_metric`;
+- :meth:`SearchCore.fail` ``(sample, reason)`` records a failed trial, once per architecture;
+- :meth:`SearchCore.reject` ``(sample, reason)`` un-submits an architecture the model space
+  refused (a constraint): it is never proposed again;
+- :meth:`SearchCore.state_dict` / :meth:`SearchCore.load_state_dict` checkpoint all of it.
+
+The loop behind ``propose`` (docs/design.md, "The BO loop"): the first ``warmup`` architectures
+come from the unguided prior; afterwards, whenever the queue of proposals is empty, the
+surrogate ensemble is refitted on every result so far, ``n_candidates`` graphs are generated
+with guidance by its acquisition (and by the constraints), de-duplicated against everything
+submitted or rejected, ranked by the acquisition, and the best ``batch_size`` queued.
+
+Threads: NNI calls results back on its own threads while the strategy proposes. One lock guards
+the state; a proposal round works on a snapshot outside it, so recording a result never waits
+for a refit, and only one round runs at a time.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import numbers
+import threading
+import time
+from collections import deque
+from typing import Any, Callable, Deque, Dict, List, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+
+from ..diffusion.guidance import GuidanceTerm
+from ..nn.surrogate import SurrogateEnsemble
+from ..space.base import GraphSpace
+from .config import SearchConfig, resolve_callable
+from .generator import Constraint, GuidedGenerator
+
+__all__ = ["SearchCore", "scalar_metric", "Key"]
+
+_logger = logging.getLogger(__name__)
+
+Key = Tuple[int, ...]
+Sample = Dict[str, Any]
+
+
+def scalar_metric(metric: Any) -> Optional[float]:
+    """The number to optimise from a reported metric, or None if it is unusable.
+
+    The rule NNI applies to final metrics (``nni.utils.extract_scalar_reward``): a real number, or
+    a dict whose ``'default'`` entry is one. Strings (even ``"90.43"``), None, NaN and inf are
+    unusable, so a trial NNI marks failed is never recorded as a result here.
+    """
+    if isinstance(metric, Mapping):
+        if "default" not in metric:
+            return None
+        metric = metric["default"]
+    if isinstance(metric, bool) or not isinstance(metric, numbers.Real):
+        return None
+    value = float(metric)
+    return value if math.isfinite(value) else None
+
+
+def resolve_constraints(specs: Sequence[Any], space: GraphSpace, model_space: Any = None) -> List[Constraint]:
+    """Constraints of the configuration for this space: objects as they are, factories
+    ``(graph_space, model_space) -> Constraint`` called, named budgets (``'params<=0.5'``, a dict)
+    and ``'module:callable'`` references resolved first."""
+    from ..properties.budgets import parse_budget
+
+    out = []
+    for spec in specs:
+        if isinstance(spec, str) and ":" in spec:
+            spec = resolve_callable(spec)
+        elif isinstance(spec, (str, Mapping)):
+            spec = parse_budget(spec)
+        c = spec if isinstance(spec, Constraint) else spec(space, model_space)
+        if not isinstance(c, Constraint):
+            raise TypeError(f"DiffusionNAG: the constraint factory {spec!r} returned {c!r}, not a Constraint")
+        out.append(c)
+    return out
+
+
+class SearchCore:
+    """A DiffusionNAG search over one graph space (see the module docstring).
+
+    Parameters
+    ----------
+    space
+        The graph encoding of the search space.
+    config
+        The validated settings (:class:`~nni_diffusionnag.search.config.SearchConfig`).
+    model_space
+        The NNI model space, when there is one: a prior trained on the fly keeps only samples it
+        ``contains``, and constraint factories may read it. Used through duck typing only.
+    prior
+        A prior to use instead of the one the configuration names (tests, benchmarks).
+    """
+
+    def __init__(self, space: GraphSpace, config: SearchConfig = SearchConfig(), *, model_space: Any = None,
+                 prior: Any = None) -> None:
+        self.space, self.config = space, config
+        seed = config.loop.seed
+        if seed is None:
+            seed = int(np.random.SeedSequence().entropy % (2**31))
+            _logger.info("DiffusionNAG: no seed given, using seed=%d", seed)
+        self.seed: int = seed
+        self.warmup = 0 if config.transfer.meta_predictor else config.loop.warmup  # a meta-predictor guides at once
+        if prior is None:
+            prior = self._load_prior(model_space)
+        constraints = resolve_constraints(config.constraints, space, model_space)
+        self.generator = GuidedGenerator(prior, config.surrogate, config.prior.sampler, constraints, seed=self.seed)
+        self.meta: Any = None
+        self._dataset_value: Optional[Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = None
+        if config.transfer.meta_predictor:
+            if config.transfer.dataset is not None:
+                self._init_dataset_meta(prior)
+            else:
+                self._init_meta(prior)
+
+        self._lock = threading.Lock()  # guards the state below
+        self._round_lock = threading.Lock()  # one proposal round at a time
+        self._history: List[Tuple[Key, float]] = []  # (graph, metric as reported), in arrival order
+        self._failed: List[Tuple[Key, str]] = []
+        self._submitted: Dict[Key, int] = {}  # graph -> submission index
+        self._rejected: set = set()  # graphs the model space refused: never proposed again
+        self._queue: Deque[np.ndarray] = deque()  # proposals of the last round not handed out yet
+        self._fitted_on = 0
+        _logger.info("DiffusionNAG on %s with prior %s (%s)%s", space, getattr(prior, "kind", "learned"),
+                     prior.device, f": {config.describe()}" if config.describe() else "")
+
+    # --- set-up --------------------------------------------------------------------------------
+    def _load_prior(self, model_space: Any) -> Any:
+        from ..prior.cache import prior_for_space
+        from ..prior.model import DiffusionPrior
+
+        pc = self.config.prior
+        if pc.prior:
+            return DiffusionPrior.load(pc.prior, self.space, pc.device)
+        return prior_for_space(self.space, model_space, time_budget_s=pc.prior_time_budget, device=pc.device,
+                               seed=self.seed, kind=pc.prior_kind)
+
+    def _init_meta(self, prior: Any) -> None:
+        from ..transfer.meta import load_meta
+
+        path = self.config.transfer.meta_predictor
+        self.meta = load_meta(path, self.space, device=str(prior.device))
+        if self.meta.sde.kind != prior.sde.kind:
+            raise ValueError(f"meta-surrogate '{path}' is noise-aware for a {self.meta.sde.kind} SDE but the prior "
+                             f"uses {prior.sde.kind}")
+        self.generator.surrogate_config = self.meta.config  # same shape: resume restores into it
+        self.generator.surrogate = self.meta.copy_surrogate()
+
+    def _init_dataset_meta(self, prior: Any) -> None:
+        from ..transfer.dataset_encoding import load_dataset_meta
+
+        path, dataset = self.config.transfer.meta_predictor, self.config.transfer.dataset
+        predictor = load_dataset_meta(path, self.space)  # another space: SpaceMismatchError
+        if predictor.sde.kind != prior.sde.kind:
+            raise ValueError(f"dataset meta-predictor '{path}' is noise-aware for a {predictor.sde.kind} SDE but the "
+                             f"prior uses {prior.sde.kind}")
+        # 8 random draws of the target's images, predictions averaged (bad shapes: a clear ValueError here)
+        tasks = torch.stack([predictor.encode(dataset, seed=self.seed + i) for i in range(8)]).to(prior.device)
+        model, sde = predictor.model.to(prior.device).eval(), prior.sde
+        self._dataset_value = lambda x, t: model.forward_mean(x, sde.noise_level(t), tasks)
+        _logger.info("DiffusionNAG: target dataset encoded for the meta-predictor %s", path)
+
+    # --- ask -----------------------------------------------------------------------------------
+    def propose(self, k: int = 1) -> List[Sample]:
+        """Up to ``k`` new architectures as samples, each marked submitted.
+
+        Fewer than ``k`` (possibly none) only when ``patience`` proposal rounds in a row produced
+        nothing new: the search is exhausted.
+        """
+        out: List[Sample] = []
+        empty_rounds = 0
+        while len(out) < k:
+            with self._lock:
+                while self._queue and len(out) < k:
+                    types = self._queue.popleft()
+                    key = self.space.key(types)
+                    if key in self._submitted or key in self._rejected:  # reported or refused since
+                        continue
+                    self._submitted[key] = len(self._submitted)
+                    out.append(self.space.types_to_sample(types))
+            if len(out) >= k:
+                break
+            if empty_rounds >= self.config.loop.patience:
+                _logger.warning("DiffusionNAG: %d proposal rounds in a row produced no new architecture (%d "
+                                "submitted so far); the search is exhausted", empty_rounds, len(self._submitted))
+                break
+            batch = self._round()
+            with self._lock:
+                fresh = [t for t in batch if self.space.key(t) not in self._submitted
+                         and self.space.key(t) not in self._rejected]
+                self._queue.extend(fresh)
+            empty_rounds = 0 if fresh else empty_rounds + 1
+        return out
+
+    def _round(self) -> np.ndarray:
+        """One proposal round: warm-up draws, or a refit followed by guided generation."""
+        with self._round_lock:
+            t0 = time.time()
+            with self._lock:
+                history = list(self._history)
+                exclude = set(self._submitted) | self._rejected
+                n_warm = max(0, self.warmup - len(self._submitted))
+            loop, acq, gen = self.config.loop, self.config.acquisition, self.generator
+            rank_fn = None
+            if self._dataset_value is not None:
+                # the dataset-aware prediction fades as the target's own results accumulate
+                weight = 2.0 / (2.0 + len(history))
+                gen.targets = [GuidanceTerm(self._dataset_value, acq.scale * weight, "dataset-meta")]
+                rank_fn = self._dataset_rank
+            if self.meta is not None:
+                self._refit_from_meta(history)
+                batch = gen.propose(loop.batch_size, exclude, loop.n_candidates, acq.scale, acq.acquisition, acq.kappa)
+                how = "meta-guided"
+            elif n_warm == 0 and len(history) >= 2:
+                if len(history) > self._fitted_on:
+                    gen.fit(np.array([k for k, _ in history]), self._to_maximise([v for _, v in history]))
+                    self._fitted_on = len(history)
+                batch = gen.propose(loop.batch_size, exclude, loop.n_candidates, acq.scale, acq.acquisition, acq.kappa)
+                how = "guided"
+            else:
+                k = n_warm or loop.batch_size
+                if rank_fn is not None:
+                    batch = gen.propose(k, exclude, loop.n_candidates, scale=0.0, rank_fn=rank_fn)
+                    how = "dataset-guided"
+                else:
+                    batch = gen.propose(k, exclude, max(k, loop.n_candidates // 4), scale=0.0)
+                    how = "unguided"
+            _logger.info("DiffusionNAG: %d %s proposals in %.2f s (%d results so far)", len(batch), how,
+                         time.time() - t0, len(history))
+            return batch
+
+    def _to_maximise(self, values: Sequence[float]) -> np.ndarray:
+        """Metrics as the generator sees them: it always maximises."""
+        return self.config.acquisition.sign * np.asarray(values, dtype=np.float64)
+
+    def _dataset_rank(self, types: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            x = self.generator.features(types)
+            t = torch.full((len(x),), self.config.prior.sampler.eps, device=x.device)
+            return self._dataset_value(x, t).cpu().numpy()
+
+    def _refit_from_meta(self, history: List[Tuple[Key, float]]) -> None:
+        """Blend of transfer and online knowledge: each refit warm-starts from the meta-surrogate's
+        weights (not from the previous refit) and fine-tunes on the results so far, with more steps
+        as results accumulate. Chosen over a weighted sum of two predictors because one network
+        keeps guidance and ranking consistent, and the meta weights fill in wherever the few target
+        results say nothing; the labels are rank-normalised like the meta-training ones."""
+        if len(history) < 2 or len(history) <= self._fitted_on:
+            return
+        from ..transfer.meta import _standardise
+
+        steps0 = self.config.transfer.meta_adapt_steps
+        values = _standardise(self._to_maximise([v for _, v in history]), self.meta.info.get("labels", "zscore"))
+        steps = min(max(self.config.surrogate.steps, steps0), steps0 + 10 * (len(history) - 2))
+        self.generator.surrogate = self.meta.adapt(np.array([k for k, _ in history]), values, steps=steps,
+                                                   seed=self.seed + len(history))
+        self.generator.best_value = float(values.max())
+        self._fitted_on = len(history)
+
+    # --- tell ----------------------------------------------------------------------------------
+    def key_of(self, sample: Mapping[str, Any]) -> Key:
+        """The graph identity of a sample; ``ValueError`` if it is not an architecture of the space."""
+        return self.space.key(self.space.sample_to_types(sample))
+
+    def observe(self, sample: Mapping[str, Any], metric: Any) -> Optional[float]:
+        """Record the result of ``sample``; returns the recorded value, or None if the metric is
+        unusable (then the architecture counts as failed, once)."""
+        key = self.key_of(sample)
+        value = scalar_metric(metric)
+        with self._lock:
+            self._submitted.setdefault(key, len(self._submitted))  # imported results too
+            if value is None:
+                self._add_failure(key, f"unusable metric {metric!r}")
+            elif any(k == key for k, _ in self._history):
+                _logger.debug("result of %s already recorded; ignoring the repeat", sample)
+            else:
+                self._history.append((key, value))
+        if value is None:
+            _logger.warning("DiffusionNAG: ignoring the result of %s: metric %r is not a number or a dict with a "
+                            "numeric 'default' (None, NaN, inf and strings are unusable)", dict(sample), metric)
+        return value
+
+    def fail(self, sample: Mapping[str, Any], reason: str = "trial failed") -> None:
+        """Record that the trial of ``sample`` failed (once per architecture); the search goes on."""
+        key = self.key_of(sample)
+        with self._lock:
+            added = self._add_failure(key, reason)
+        if added:
+            _logger.warning("DiffusionNAG: %s for %s; the search goes on", reason, dict(sample))
+
+    def _add_failure(self, key: Key, reason: str) -> bool:
+        if any(k == key for k, _ in self._failed) or any(k == key for k, _ in self._history):
+            return False
+        self._failed.append((key, reason))
+        return True
+
+    def reject(self, sample: Mapping[str, Any], reason: str = "refused by the model space") -> None:
+        """``sample`` was refused before it ran (a constraint of the model space): un-submit it and
+        never propose it again."""
+        key = self.key_of(sample)
+        with self._lock:
+            self._submitted.pop(key, None)
+            self._rejected.add(key)
+        _logger.warning("DiffusionNAG: generated architecture rejected by the model space (%s)", reason)
+
+    # --- inspection ----------------------------------------------------------------------------
+    def history(self) -> List[Dict[str, Any]]:
+        """Results so far: ``[{'sample': ..., 'metric': ...}]`` in arrival order."""
+        with self._lock:
+            return [{"sample": self.space.types_to_sample(k), "metric": v} for k, v in self._history]
+
+    def failures(self) -> List[Dict[str, Any]]:
+        """Failed trials: ``[{'sample': ..., 'reason': ...}]``."""
+        with self._lock:
+            return [{"sample": self.space.types_to_sample(k), "reason": why} for k, why in self._failed]
+
+    @property
+    def num_submitted(self) -> int:
+        with self._lock:
+            return len(self._submitted)
+
+    def is_submitted(self, sample: Mapping[str, Any]) -> bool:
+        key = self.key_of(sample)
+        with self._lock:
+            return key in self._submitted
+
+    # --- checkpointing -------------------------------------------------------------------------
+    def state_dict(self) -> Dict[str, Any]:
+        with self._lock:
+            state: Dict[str, Any] = {
+                "history": [(list(k), v) for k, v in self._history],
+                "failed": [(list(k), why) for k, why in self._failed],
+                "submitted": [list(k) for k in self._submitted],
+                "rejected": [list(k) for k in self._rejected],
+                "seed": self.seed,
+                "generator_calls": self.generator._calls,
+                "torch_rng": torch.get_rng_state(),
+            }
+        sur = self.generator.surrogate
+        if sur is not None:
+            state["surrogate"] = {k: v.detach().cpu() for k, v in sur.state_dict().items()}
+            state["fitted_on"] = self._fitted_on
+        return state
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        with self._lock:
+            self._history = [(tuple(k), float(v)) for k, v in state["history"]]
+            self._failed = [(tuple(k), why) for k, why in state.get("failed", [])]
+            # architectures still running when the state was saved are lost: they may be proposed again
+            done = {k for k, _ in self._history} | {k for k, _ in self._failed}
+            self._submitted = {k: i for i, k in enumerate(tuple(k) for k in state["submitted"]) if k in done}
+            self._rejected = {tuple(k) for k in state.get("rejected", [])}
+            self._queue.clear()
+            self.seed = state.get("seed", self.seed)
+        torch.set_rng_state(state["torch_rng"])
+        self._fitted_on = state.get("fitted_on", 0)
+        self.generator._calls = state.get("generator_calls", 0)
+        if state.get("surrogate") is not None:
+            self._restore_surrogate(state["surrogate"])
+        _logger.info("DiffusionNAG state loaded: %d results, %d failures", len(self._history), len(self._failed))
+
+    def _restore_surrogate(self, weights: Mapping[str, torch.Tensor]) -> None:
+        gen = self.generator
+        gen.surrogate = SurrogateEnsemble(gen.space.num_types, gen.space.adjacency, gen.surrogate_config,
+                                          log_noise=gen.sde.kind == "ve").to(gen.device)
+        gen.surrogate.load_state_dict(weights)
+        gen.surrogate.eval()
+        values = [v for _, v in self._history] or [0.0]
+        if self.meta is not None:
+            from ..transfer.meta import _standardise
+
+            vals = (_standardise(self._to_maximise(values), self.meta.info.get("labels", "zscore"))
+                    if len(values) > 1 else [0.0])
+            gen.best_value = float(np.max(vals))
+            return
+        gen.best_value = float(self._to_maximise(values).max())
