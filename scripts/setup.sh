@@ -1,9 +1,15 @@
 #!/usr/bin/env bash
-# Create .venv and install nni-diffusionnag with its test and example extras.
+# Create .venv and install nni-diffusionnag.
+#   bash scripts/setup.sh        what the main job needs (the package and its example extra)
+#   bash scripts/setup.sh test   plus the test and benchmark extras, and the system packages two tests
+#                                use (Debian's chromium for the browser test, openssh-server for the
+#                                remote training-service test), installed with apt-get when missing
 # Idempotent: a second run only checks. On a machine without an NVIDIA GPU it installs the CPU build
 # of PyTorch and never a CUDA one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+MODE=${1:-main}
+case "$MODE" in main|test) ;; *) echo "usage: bash scripts/setup.sh [test]" >&2; exit 2 ;; esac
 PY=${PYTHON:-python3}
 TORCH_VERSION=${TORCH_VERSION:-2.13.0}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
@@ -36,8 +42,9 @@ print("yes" if any(n.startswith("nvidia-") or "+cu" in v for n, v in pkgs) else 
     fi
   fi
 fi
-pip_install -e ".[test,examples]"
+if [ "$MODE" = test ]; then pip_install -e ".[test,examples,bench]"; else pip_install -e ".[examples]"; fi
 echo "[setup] ready: $("$VPY" -W ignore -c 'import torch, nni; print("torch", torch.__version__, "| nni", nni.__version__)')"
+[ "$MODE" = test ] || exit 0
 
 # System packages for the browser and remote-training-service tests (Debian's chromium and
 # openssh-server). Installed only when missing, as root, with apt-get; never fails the set-up

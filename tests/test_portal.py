@@ -33,11 +33,17 @@ def test_patch_applies_to_the_installed_compat_js_and_is_idempotent(tmp_path):
         portal_fix.patch_source("something else")
 
 
-def test_compat_install_activates_the_fix():
+def test_compat_install_activates_the_fix_when_an_experiment_starts(monkeypatch):
     import nni_node
+    from nni.experiment import Experiment
 
     compat.install()
-    assert portal_fix.is_active()
+    started = []
+    monkeypatch.setattr(compat, "_installed", False)
+    monkeypatch.setattr(Experiment, "_start_nni_manager", lambda self, *a, **k: started.append(portal_fix.is_active()))
+    compat._patch_experiment_start()
+    Experiment._start_nni_manager(object(), 8080, False)
+    assert started == [True] and portal_fix.is_active()
     assert (portal_fix.Path(nni_node.__path__[0]) / portal_fix.COMPAT_JS).read_text().count("dnagEarlyRequests") > 0
 
 

@@ -78,6 +78,23 @@ _installed = False
 _PATCH_MARKER = "_nni_diffusionnag_patch"
 
 
+def _patch_experiment_start() -> None:
+    """Install the portal fix (:mod:`.portal_fix`, an overlay copy of NNI's node files on disk)
+    when an experiment starts its manager, not when this package is imported."""
+    from nni.experiment import Experiment
+
+    original = Experiment._start_nni_manager
+
+    def start_nni_manager(self: Any, *args: Any, **kwargs: Any) -> Any:
+        from . import portal_fix
+
+        portal_fix.install()
+        return original(self, *args, **kwargs)
+
+    # NasExperiment's own _start_nni_manager ends in this one (super()), HPO experiments call it directly
+    Experiment._start_nni_manager = start_nni_manager
+
+
 def is_installed() -> bool:
     """Whether :func:`install` has run in this process."""
     return _installed
@@ -97,8 +114,7 @@ def install() -> None:
         _install_trusted_serializer()
         _patch_checkpoint_guard()
         _patch_tuner_channel_receive()
-        from . import portal_fix
-        portal_fix.install()
+        _patch_experiment_start()
         _installed = True
         _logger.debug("NNI 3.0 compatibility fixes installed")
 

@@ -1,0 +1,92 @@
+"""SearchCore: the NNI-free ask/tell search behind both adapters, tested on its own."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from nni_diffusionnag.prior.exact import ProductPrior
+from nni_diffusionnag.search.config import SearchConfig
+from nni_diffusionnag.search.core import SearchCore, scalar_metric
+from nni_diffusionnag.space import NasBench201Space
+
+FAST = dict(surrogate=dict(hidden=16, steps=30, ensemble=2), sampler=dict(num_steps=10), device="cpu")
+SCORE = {"conv_3x3": 3.0, "conv_1x1": 2.0, "skip_connect": 1.0}
+
+
+def _score(sample: dict) -> float:
+    return sum(SCORE.get(v, 0.0) for v in sample.values())
+
+
+def _core(**kwargs) -> SearchCore:
+    space = NasBench201Space()
+    config = SearchConfig.from_kwargs(**{**FAST, "seed": 0, "warmup": 4, "batch_size": 2, "n_candidates": 20, **kwargs})
+    return SearchCore(space, config, prior=ProductPrior(space, device="cpu"))
+
+
+def test_scalar_metric_is_nni_rule():
+    assert scalar_metric(1) == 1.0 and scalar_metric({"default": 2.5, "x": 1}) == 2.5 and scalar_metric(np.float32(3)) == 3.0
+    for bad in (None, float("nan"), float("inf"), "90.43", {"acc": 1.0}, {"default": "1"}, True):
+        assert scalar_metric(bad) is None, bad
+
+
+def test_ask_tell_loop_warmup_then_guided_no_repeats():
+    core = _core()
+    seen = []
+    for _ in range(5):
+        batch = core.propose(2)
+        assert len(batch) == 2
+        if len(seen) < 4:
+            assert core.generator.surrogate is None  # warm-up: unguided prior
+        for sample in batch:
+            assert core.is_submitted(sample)
+            core.observe(sample, _score(sample))
+            seen.append(core.key_of(sample))
+    assert core.generator.surrogate is not None  # refitted after the warm-up
+    assert len(set(seen)) == len(seen) == 10 and len(core.history()) == 10
+
+
+def test_failures_counted_once_and_rejections_never_proposed_again():
+    core = _core(warmup=20)
+    a, b, c = core.propose(3)
+    assert core.observe(a, None) is None  # unusable metric: a failure
+    core.fail(a, "trial failed")  # NNI then also reports the trial failed: not counted twice
+    core.observe(b, "90.43")  # a numeric string: NNI marks it failed, so do we
+    core.reject(c, "constraint violated")
+    assert [f["reason"] for f in core.failures()] == ["unusable metric None", "unusable metric '90.43'"]
+    assert not core.is_submitted(c) and core.num_submitted == 2
+    later = [core.key_of(s) for s in core.propose(15)]
+    assert core.key_of(c) not in later and core.key_of(a) not in later
+
+
+def test_state_dict_round_trip_resumes_without_repeats():
+    first = _core()
+    done = []
+    for sample in first.propose(6):
+        first.observe(sample, _score(sample))
+        done.append(first.key_of(sample))
+    running = first.propose(1)[0]  # submitted, no result yet: lost on resume, may come again
+    state = first.state_dict()
+
+    second = _core()
+    second.load_state_dict(state)
+    assert [h["metric"] for h in second.history()] == [h["metric"] for h in first.history()]
+    assert second.generator.surrogate is not None
+    assert not second.is_submitted(running) and second.num_submitted == 6
+    nxt = [second.key_of(s) for s in second.propose(4)]
+    assert not set(nxt) & set(done) and len(set(nxt)) == 4
+
+
+def test_exhausted_space_returns_fewer():
+    core = _core(patience=2, warmup=2)
+    every = core.space.enumerate_types()
+    for types in every[:-3]:
+        core.observe(core.space.types_to_sample(types), 1.0)
+    got = core.propose(10)
+    assert len(got) <= 3 and len({core.key_of(s) for s in got}) == len(got)
+
+
+def test_observe_refuses_foreign_samples():
+    core = _core()
+    with pytest.raises(ValueError):
+        core.observe({"lr": 0.1}, 1.0)
