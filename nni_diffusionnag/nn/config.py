@@ -22,6 +22,7 @@ class SurrogateConfig:
     lr: float = 3e-3
     weight_decay: float = 1e-4
     bootstrap: bool = True  # each member sees a bootstrap resample: diversity for the uncertainty
+    global_readout: bool = False  # also read all node states at once (interactions beyond num_layers hops)
 
     def __post_init__(self) -> None:
         if self.ensemble < 1 or self.steps < 0 or self.hidden < 1 or self.num_layers < 1:

@@ -39,7 +39,7 @@ class GraphSurrogate(nn.Module):
     """
 
     def __init__(self, num_types: int, adjacency: np.ndarray, hidden: int = 64, num_layers: int = 3,
-                 log_noise: bool = True) -> None:
+                 log_noise: bool = True, global_readout: bool = False) -> None:
         super().__init__()
         n = adjacency.shape[0]
         adj = torch.as_tensor(adjacency, dtype=torch.float32)
@@ -51,14 +51,21 @@ class GraphSurrogate(nn.Module):
         self.fwd = nn.ModuleList(DenseGraphConv(hidden, hidden, aggr="add") for _ in range(num_layers))
         self.bwd = nn.ModuleList(DenseGraphConv(hidden, hidden, aggr="add") for _ in range(num_layers))
         self.norms = nn.ModuleList(nn.LayerNorm(hidden) for _ in range(num_layers))
-        self.head = nn.Sequential(nn.Linear(2 * hidden, hidden), nn.SiLU(), nn.Linear(hidden, 1))
+        # Optional read-out of every node at once: message passing reaches only num_layers hops, so
+        # on a long chain of decisions (the generic encoding) no node sees both ends; a linear map
+        # of all node states lets the head model interactions between any two decisions.
+        self.flat = nn.Linear(n * hidden, hidden) if global_readout else None
+        self.head = nn.Sequential(nn.Linear((3 if global_readout else 2) * hidden, hidden), nn.SiLU(),
+                                  nn.Linear(hidden, 1))
 
     def forward(self, x: torch.Tensor, noise_level: torch.Tensor) -> torch.Tensor:
         h = self.inp(x) + self.node_emb[None] + self.noise_emb(noise_level)[:, None, :]
         for fwd, bwd, norm in zip(self.fwd, self.bwd, self.norms):
             h = h + torch.nn.functional.silu(0.5 * (fwd(norm(h), self.adj) + bwd(norm(h), self.adj_t)))
-        pooled = torch.cat([h.mean(1), h[:, -1]], dim=-1)  # graph mean + the output node
-        return self.head(pooled).squeeze(-1)
+        parts = [h.mean(1), h[:, -1]]  # graph mean + the output node
+        if self.flat is not None:
+            parts.append(self.flat(h.flatten(1)))
+        return self.head(torch.cat(parts, dim=-1)).squeeze(-1)
 
 
 class SurrogateEnsemble(nn.Module):
@@ -75,7 +82,7 @@ class SurrogateEnsemble(nn.Module):
         super().__init__()
         self.config = config
         self.members = nn.ModuleList(
-            GraphSurrogate(num_types, adjacency, config.hidden, config.num_layers, log_noise)
+            GraphSurrogate(num_types, adjacency, config.hidden, config.num_layers, log_noise, config.global_readout)
             for _ in range(config.ensemble)
         )
         self.register_buffer("y_mean", torch.zeros(()))
