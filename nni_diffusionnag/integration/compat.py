@@ -289,16 +289,38 @@ class MutationSummaryModelSpace(SimplifiedModelSpace):
 
 
 class DiffusionNAGExperiment(NasExperiment):
-    """``NasExperiment`` with the fixes of this module and ``mutation_summary`` in trial payloads.
+    """``NasExperiment`` with the fixes of this module, for a search that survives what users meet.
 
-    Takes the same arguments as :class:`nni.nas.experiment.NasExperiment`. With the
-    ``'simplified'`` model format (the default), executable models are
-    :class:`MutationSummaryModelSpace`; other formats are left to NNI.
+    Takes the same arguments as :class:`nni.nas.experiment.NasExperiment`. On top of NNI:
+
+    - **durable progress**: with a :class:`~nni_diffusionnag.DiffusionNAG` strategy, the
+      experiment checkpoint (strategy and engine state) is written after every result, atomically,
+      so a SIGKILL, an OOM kill or a lost node costs at most the trials that were running; NNI
+      itself saves only at start and stop. ``resume()`` restores every finished result and trains
+      none of them again;
+    - **failures never end the search**: ``continue_on_failure`` is set on the sequential engine
+      (NNI's default stops the whole search at the first evaluator that raises);
+    - ``mutation_summary`` in trial payloads: with the ``'simplified'`` model format (the
+      default), executable models are :class:`MutationSummaryModelSpace`, so the web portal shows
+      the architecture choices.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         install()
         super().__init__(*args, **kwargs)
+        engine = getattr(self.config, "execution_engine", None)
+        if engine is not None and hasattr(engine, "continue_on_failure") and not engine.continue_on_failure:
+            engine.continue_on_failure = True
+            _logger.info("DiffusionNAGExperiment: continue_on_failure set, so a failing trial never ends the search")
+        if hasattr(self.strategy, "persist"):
+            self.strategy.persist = self._save_progress
+        self._progress_lock = threading.Lock()
+
+    def _save_progress(self) -> None:
+        if getattr(self, "_engine", None) is None or getattr(self, _RESUME_FAILED_ATTR, False):
+            return
+        with self._progress_lock:
+            self.save_checkpoint()
 
     def executable_model_factory(self, config: Any) -> ExecutableModelSpace:
         from nni.nas.nn.pytorch import ModelSpace

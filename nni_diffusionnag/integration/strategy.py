@@ -92,6 +92,7 @@ class DiffusionNAG(Strategy):
         self._pending_state: Optional[Dict[str, Any]] = None  # load_state_dict before initialize
         self._running: Dict[int, ExecutableModelSpace] = {}  # strong refs: the engine keeps only weakrefs
         self._running_lock = threading.Lock()
+        self.persist: Optional[Any] = None  # set by DiffusionNAGExperiment: save after every result
 
     def extra_repr(self) -> str:
         loop, acq = self.config.loop, self.config.acquisition
@@ -122,6 +123,7 @@ class DiffusionNAG(Strategy):
     def _initialize(self, model_space: ExecutableModelSpace, engine: ExecutionEngine) -> ExecutableModelSpace:
         space = space_for_model(model_space, self.config.prior.discretize)
         self.core = SearchCore(space, self.config, model_space=model_space)
+        self.core.persist = self.persist
         if self._pending_state is not None:
             self.core.load_state_dict(self._pending_state)
             self._pending_state = None

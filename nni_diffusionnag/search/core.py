@@ -135,6 +135,9 @@ class SearchCore:
         self._rejected: set = set()  # graphs the model space refused: never proposed again
         self._queue: Deque[np.ndarray] = deque()  # proposals of the last round not handed out yet
         self._fitted_on = 0
+        # Called after every recorded result, failure or rejection (outside the lock): where the
+        # search keeps durable state, e.g. DiffusionNAGExperiment's checkpoint. Errors are logged.
+        self.persist: Optional[Callable[[], None]] = None
         _logger.info("DiffusionNAG on %s with prior %s (%s)%s", space, getattr(prior, "kind", "learned"),
                      prior.device, f": {config.describe()}" if config.describe() else "")
 
@@ -292,7 +295,16 @@ class SearchCore:
         if value is None:
             _logger.warning("DiffusionNAG: ignoring the result of %s: metric %r is not a number or a dict with a "
                             "numeric 'default' (None, NaN, inf and strings are unusable)", dict(sample), metric)
+        self._persist()
         return value
+
+    def _persist(self) -> None:
+        if self.persist is None:
+            return
+        try:
+            self.persist()
+        except Exception as err:  # noqa: BLE001 - a full disk must not end the search; say so
+            _logger.warning("DiffusionNAG: could not save the search state (%s); the search goes on", err)
 
     def fail(self, sample: Mapping[str, Any], reason: str = "trial failed") -> None:
         """Record that the trial of ``sample`` failed (once per architecture); the search goes on."""
@@ -301,6 +313,7 @@ class SearchCore:
             added = self._add_failure(key, reason)
         if added:
             _logger.warning("DiffusionNAG: %s for %s; the search goes on", reason, dict(sample))
+            self._persist()
 
     def _add_failure(self, key: Key, reason: str) -> bool:
         if any(k == key for k, _ in self._failed) or any(k == key for k, _ in self._history):
@@ -316,6 +329,7 @@ class SearchCore:
             self._submitted.pop(key, None)
             self._rejected.add(key)
         _logger.warning("DiffusionNAG: generated architecture rejected by the model space (%s)", reason)
+        self._persist()
 
     # --- inspection ----------------------------------------------------------------------------
     def history(self) -> List[Dict[str, Any]]:
@@ -371,7 +385,9 @@ class SearchCore:
         self.generator._calls = state.get("generator_calls", 0)
         if state.get("surrogate") is not None:
             self._restore_surrogate(state["surrogate"])
-        _logger.info("DiffusionNAG state loaded: %d results, %d failures", len(self._history), len(self._failed))
+        _logger.warning("DiffusionNAG: search state restored: %d results, %d failed trials, %d refused architectures; "
+                        "none of them will be trained again", len(self._history), len(self._failed),
+                        len(self._rejected))
 
     def _restore_surrogate(self, weights: Mapping[str, torch.Tensor]) -> None:
         gen = self.generator

@@ -1,0 +1,97 @@
+"""A search killed with SIGKILL resumes with every finished result and trains none of them again."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+SCRIPT = textwrap.dedent('''
+    import json, os, signal, sys
+    from pathlib import Path
+    import nni
+    from nni.nas.evaluator import FunctionalEvaluator
+    from nni.nas.experiment import NasExperimentConfig
+    from nni.nas.hub.pytorch import NasBench201
+    from nni_diffusionnag import DiffusionNAG, DiffusionNAGExperiment
+
+    action, workdir, kill_after = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3])
+    log = workdir / "evaluated.jsonl"
+
+    def evaluate(model):
+        sample = nni.get_current_parameter().sample
+        done = sum(1 for _ in log.open()) if log.exists() else 0
+        if done >= kill_after:
+            os.kill(os.getpid(), signal.SIGKILL)  # a hard kill while this trial runs
+        score = sum({"conv_3x3": 3.0, "conv_1x1": 2.0, "skip_connect": 1.0}.get(v, 0.0) for v in sample.values())
+        nni.report_final_result(score)
+        with log.open("a") as f:
+            f.write(json.dumps(sample, sort_keys=True) + "\\n")
+
+    config = NasExperimentConfig("sequential", "simplified", "local")
+    config.max_trial_number = 10
+    config.experiment_working_directory = str(workdir / "exp")
+    strategy = DiffusionNAG(seed=0, warmup=4, batch_size=2, n_candidates=20, device="cpu",
+                            surrogate=dict(hidden=16, steps=30, ensemble=2), sampler=dict(num_steps=10))
+    exp = DiffusionNAGExperiment(NasBench201(), FunctionalEvaluator(evaluate), strategy, config,
+                                 id="durable" if action == "resume" else None)
+    if action == "run":
+        exp.id = "durable"
+        exp.run()
+    else:
+        exp.resume()
+    print("RESULTS", len(strategy.history()))
+''')
+
+
+def test_sigkill_then_resume_keeps_every_result(tmp_path):
+    (tmp_path / "run.py").write_text(SCRIPT)
+    env = dict(os.environ, OMP_NUM_THREADS="1", HOME=str(tmp_path))
+    first = subprocess.run([sys.executable, "run.py", "run", str(tmp_path), "5"], cwd=tmp_path, env=env,
+                           capture_output=True, text=True, timeout=300)
+    assert first.returncode == -signal.SIGKILL, first.stdout[-2000:] + first.stderr[-3000:]
+    before = (tmp_path / "evaluated.jsonl").read_text().splitlines()
+    assert len(before) == 5
+
+    second = subprocess.run([sys.executable, "run.py", "resume", str(tmp_path), "1000"], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert second.returncode == 0, second.stdout[-2000:] + second.stderr[-3000:]
+    assert "search state restored: 5 results" in second.stderr + second.stdout
+    evaluated = (tmp_path / "evaluated.jsonl").read_text().splitlines()
+    assert len(evaluated) == 10, evaluated  # the budget, with the 5 earlier results counted once
+    assert len(set(evaluated)) == 10  # no architecture trained twice
+    assert "RESULTS 10" in second.stdout
+
+
+def test_half_written_checkpoint_never_breaks_resume(tmp_path):
+    """A checkpoint write killed half-way leaves the previous file (write to a temporary, rename)."""
+    from nni_diffusionnag.integration.compat import TrustedTorchSerializer
+
+    ser = TrustedTorchSerializer()
+    path = tmp_path / "state.ckpt"
+    ser.save({"history": [1, 2, 3]}, path)
+    real = Path(str(path) + ser.suffix)
+    good = real.read_bytes()
+
+    import torch
+
+    def dying_save(obj, f, *a, **k):
+        Path(f).write_bytes(good[: len(good) // 2])  # half of a file, then the process dies
+        raise KeyboardInterrupt
+
+    orig = torch.save
+    torch.save = dying_save
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            ser.save({"history": [1, 2, 3, 4]}, path)
+    finally:
+        torch.save = orig
+    assert real.read_bytes() == good and ser.load(path) == {"history": [1, 2, 3]}
