@@ -8,7 +8,7 @@ import logging
 import sys
 import time
 from pathlib import Path
-from typing import List, Optional
+from typing import Callable, List, Optional
 
 import numpy as np
 
@@ -17,10 +17,64 @@ __all__ = ["main"]
 _logger = logging.getLogger("nni_diffusionnag.cli")
 
 
+def _count(low: int) -> Callable[[str], int]:
+    """An argparse type: an int >= ``low`` (checked before any work, with the option named by argparse)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"{value} is invalid: must be >= {low}")
+        return value
+    parse.__name__ = f"int >= {low}"
+    return parse
+
+
+def _number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not np.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"{value} is invalid: must be a finite number > 0")
+    return value
+
+
+def _device(text: str) -> str:
+    from .search.config import check_device
+
+    try:
+        check_device("--device", text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err).replace("DiffusionNAG: ", "")) from None
+    return text
+
+
+def _writable(path: str, folder: bool = False) -> None:
+    """Fail now, not after the work, if ``path`` (a file, or a folder) cannot be written."""
+    target = Path(path)
+    where = target if folder else target.parent
+    try:
+        where.mkdir(parents=True, exist_ok=True)
+        probe = where / f".nni-diffusionnag-write-test-{time.time_ns()}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as err:
+        raise CliError(f"cannot write {'the folder' if folder else 'the file'} {path!r}: {err.strerror or err}") from None
+    if not folder and target.is_dir():
+        raise CliError(f"{path!r} is a folder; give a file name")
+
+
+class CliError(Exception):
+    """A usage error found before any work: printed as one line."""
+
+
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--space", default="nasbench201", help="search space name (default: nasbench201)")
-    p.add_argument("--device", default="auto", help="'auto' (CUDA when available), 'cpu', 'cuda', 'cuda:1', ...")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", type=_device, default="auto",
+                   help="'auto' (CUDA when available), 'cpu', 'cuda', 'cuda:1', ...")
+    p.add_argument("--seed", type=_count(0), default=0)
 
 
 def _cmd_train_prior(args: argparse.Namespace) -> int:
@@ -31,6 +85,7 @@ def _cmd_train_prior(args: argparse.Namespace) -> int:
     from .prior.training import TrainConfig, train_prior
 
     space = get_space(args.space)
+    _writable(args.output)
     data = space.enumerate_types()
     enumerable = data is not None
     rng = np.random.default_rng(args.seed)
@@ -63,6 +118,8 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     from .space import get_space
 
     space = get_space(args.space)
+    if args.output != "-":
+        _writable(args.output)  # before sampling: an unwritable file must not cost the samples
     prior = DiffusionPrior.load(args.prior, space, args.device) if args.prior else DiffusionPrior.shipped(space, args.device)
     config = SamplerConfig(num_steps=args.steps, batch_size=args.batch_size)
     t0 = time.time()
@@ -144,6 +201,7 @@ def _cmd_train_meta(args: argparse.Namespace) -> int:
     from .space import get_space
 
     space = get_space(args.space)
+    _writable(args.output)
     tasks, images = {}, {}
     for spec in args.task:
         name, path, column, dataset = _parse_task(spec)
@@ -188,7 +246,32 @@ def _bench_seeds(text: str):
         raise argparse.ArgumentTypeError(str(err)) from None
 
 
+def _check_bench(args: argparse.Namespace) -> None:
+    """Every argument of a bench run, before its first run."""
+    if args.which == "search":
+        from .bench.search import STRATEGIES
+
+        unknown = [s for s in args.strategies.split(",") if s not in STRATEGIES]
+        if unknown:
+            raise CliError(f"bench search: unknown strategies {unknown}; choose from {list(STRATEGIES)}")
+    if args.which == "hpo":
+        from .bench.hpo import TUNERS
+
+        unknown = [t for t in args.tuners.split(",") if t not in TUNERS]
+        if unknown:
+            raise CliError(f"bench hpo: unknown tuners {unknown}; choose from {list(TUNERS)}")
+    if args.which in ("search", "transfer", "guidance"):
+        if not args.table:
+            raise CliError(f"bench {args.which} needs --table PATH (e.g. ../shared/data/nb201/nb201_test_acc.csv)")
+        if not Path(args.table).is_file():
+            raise CliError(f"bench {args.which}: --table {args.table!r} is not a file")
+    if args.prior and not Path(args.prior).is_file():
+        raise CliError(f"--prior {args.prior!r} is not a file")
+    _writable(args.output, folder=True)
+
+
 def _cmd_bench(args: argparse.Namespace) -> int:
+    _check_bench(args)
     if isinstance(args.seeds, list) and args.which != "hpo":
         raise SystemExit(f"bench {args.which}: --seeds takes a number of seeds (a list or range is for bench hpo)")
     if args.budget is None:
@@ -237,16 +320,17 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nni-diffusionnag", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--debug", action="store_true", help="on an error, show the traceback too")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train-prior", help="train the diffusion prior of a space (resumable)")
     _add_common(p)
     p.add_argument("--output", required=True, help="checkpoint path; an unfinished one is resumed")
-    p.add_argument("--steps", type=int, default=6000)
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--checkpoint-every", type=int, default=500)
-    p.add_argument("--train-size", type=int, default=0, help="train on a random subset of this many graphs (0: all, or 100,000 random ones "
+    p.add_argument("--steps", type=_count(1), default=6000)
+    p.add_argument("--batch-size", type=_count(1), default=256)
+    p.add_argument("--lr", type=_number, default=1e-3)
+    p.add_argument("--checkpoint-every", type=_count(1), default=500)
+    p.add_argument("--train-size", type=_count(0), default=0, help="train on a random subset of this many graphs (0: all, or 100,000 random ones "
                    "for a space too big to enumerate)")
     p.add_argument("--no-resume", action="store_true", help="start afresh even if --output exists")
     p.add_argument("--strip", action="store_true", help="drop the optimiser state at the end (for shipping)")
@@ -254,11 +338,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("generate", help="generate architectures with a prior and print quality figures")
     _add_common(p)
-    p.add_argument("-n", type=int, default=1000, help="number of architectures")
+    p.add_argument("-n", type=_count(1), default=1000, help="number of architectures")
     p.add_argument("--output", default="-", help="JSON lines file ('-': stdout)")
     p.add_argument("--prior", default=None, help="prior checkpoint (default: the one shipped for --space)")
-    p.add_argument("--steps", type=int, default=100, help="predictor-corrector steps")
-    p.add_argument("--batch-size", type=int, default=1000)
+    p.add_argument("--steps", type=_count(1), default=100, help="predictor-corrector steps")
+    p.add_argument("--batch-size", type=_count(1), default=1000)
     p.set_defaults(func=_cmd_generate)
 
     p = sub.add_parser("train-meta", help="train a meta-surrogate on task tables (transferable NAS)")
@@ -267,9 +351,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a task table: CSV with an 'arch' column and a metric column (repeatable); "
                         "@DATASET (digits[:classes] or a torch file with (x, y)) makes the meta-predictor dataset-aware")
     p.add_argument("--output", required=True, help="checkpoint path")
-    p.add_argument("--steps", type=int, default=1500)
-    p.add_argument("--ensemble", type=int, default=5)
-    p.add_argument("--hidden", type=int, default=32)
+    p.add_argument("--steps", type=_count(1), default=1500)
+    p.add_argument("--ensemble", type=_count(1), default=5)
+    p.add_argument("--hidden", type=_count(1), default=32)
     p.add_argument("--labels", choices=["rank", "zscore"], default="rank", help="per-task label standardisation")
     p.set_defaults(func=_cmd_train_meta)
 
@@ -282,15 +366,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prior", default=None, help="prior checkpoint (default: shipped)")
     p.add_argument("--seeds", type=_bench_seeds, default=None,
                    help="number of seeds (default per benchmark); hpo also takes a range or list: 0-9, 1,3,5")
-    p.add_argument("--budget", type=int, default=None,
+    p.add_argument("--budget", type=_count(1), default=None,
                    help="architectures per search (search, transfer; default 300), trials per run (hpo; default 60)")
     p.add_argument("--strategies", default="DiffusionNAG,Random,RegularizedEvolution,TPE", help="search: comma list")
     p.add_argument("--full-budget", action="store_true",
                    help="search: keep going after the table optimum (for timing a whole run)")
     p.add_argument("--tuners", default="TPE,Anneal,Random,DiffusionNAG", help="hpo: comma list of tuners")
-    p.add_argument("-n", type=int, default=1000, help="graphs per run (generate)")
-    p.add_argument("--flops-budget", type=float, default=220.0, help="MFLOPs budget (mobilenetv3)")
-    p.add_argument("--device", default="cpu", help="generator device (default cpu, for comparable timings)")
+    p.add_argument("-n", type=_count(1), default=1000, help="graphs per run (generate)")
+    p.add_argument("--flops-budget", type=_number, default=220.0, help="MFLOPs budget (mobilenetv3)")
+    p.add_argument("--device", type=_device, default="cpu", help="generator device (default cpu, for comparable timings)")
     p.set_defaults(func=_cmd_bench)
     return parser
 
@@ -299,7 +383,15 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return int(args.func(args) or 0)
+    from .exceptions import DiffusionNAGError
+
+    try:
+        return int(args.func(args) or 0)
+    except (CliError, DiffusionNAGError, ValueError, FileNotFoundError, PermissionError, OSError) as err:
+        if args.debug:
+            raise
+        print(f"nni-diffusionnag: error: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -93,6 +93,8 @@ class DiffusionNAG(Strategy):
         self._running: Dict[int, ExecutableModelSpace] = {}  # strong refs: the engine keeps only weakrefs
         self._running_lock = threading.Lock()
         self.persist: Optional[Any] = None  # set by DiffusionNAGExperiment: save after every result
+        self._warned_no_metric = False
+        self._reported: set = set()  # models whose FinalMetric arrived
 
     def extra_repr(self) -> str:
         loop, acq = self.config.loop, self.config.acquisition
@@ -152,18 +154,32 @@ class DiffusionNAG(Strategy):
         self.engine.wait_models()
 
     # --- events (engine threads: keep short) ---------------------------------------------------
+    def _reported_ids(self, model: ExecutableModelSpace) -> set:
+        with self._running_lock:  # ids are reused once a model is gone: forget it at its end
+            reported = set(self._reported)
+            self._reported.discard(id(model))
+        return reported
+
     def _forget(self, model: ExecutableModelSpace) -> None:
         with self._running_lock:
             self._running.pop(id(model), None)
 
     def _on_final_metric(self, event: FinalMetricEvent) -> None:
         self._forget(event.model)
+        with self._running_lock:
+            self._reported.add(id(event.model))
         self.core.observe(event.model.sample, event.metric)
 
     def _on_training_end(self, event: TrainingEndEvent) -> None:
         self._forget(event.model)
         if event.status == ModelStatus.Failed:
             self.core.fail(event.model.sample, "trial failed")
+        elif event.status == ModelStatus.Trained and id(event.model) not in self._reported_ids(event.model):
+            if not self._warned_no_metric:
+                self._warned_no_metric = True
+                _logger.warning("DiffusionNAG: a trial ended without a final metric. The evaluator must call "
+                                "nni.report_final_result(score): NNI ignores a score the function returns")
+            self.core.fail(event.model.sample, "no final metric reported")
 
     # --- checkpointing -------------------------------------------------------------------------
     def state_dict(self) -> Dict[str, Any]:

@@ -90,6 +90,30 @@ def resolve_constraints(specs: Sequence[Any], space: GraphSpace, model_space: An
     return out
 
 
+def check_feasible(space: GraphSpace, constraints: Sequence[Constraint], seed: int = 0,
+                   samples: int = 4096) -> None:
+    """Refuse constraints that no architecture of the space meets, naming them, before any trial.
+
+    Where the space can be enumerated the check is exact (the smallest cost is reported);
+    elsewhere ``samples`` random architectures are tried and, if none fits, the search is
+    refused too (the smallest cost seen is reported: a budget that tight is worth a look even if
+    some rare architecture would meet it).
+    """
+    if not constraints:
+        return
+    every = space.enumerate_types()
+    exact = every is not None
+    types = every if exact else space.random_types(samples, np.random.default_rng(seed))
+    for c in constraints:
+        costs = np.asarray(c.exact(types), dtype=np.float64)
+        if np.any(costs <= c.budget):
+            continue
+        how = (f"the smallest of all {len(types):,} architectures of '{space.name}'" if exact
+               else f"the smallest of {len(types):,} random architectures of '{space.name}'")
+        raise ValueError(f"DiffusionNAG: no architecture meets the constraint {c.name}: {how} costs "
+                         f"{costs.min():.6g} (budget {c.budget:g}); raise the budget")
+
+
 class SearchCore:
     """A DiffusionNAG search over one graph space (see the module docstring).
 
@@ -118,6 +142,7 @@ class SearchCore:
         if prior is None:
             prior = self._load_prior(model_space)
         constraints = resolve_constraints(config.constraints, space, model_space)
+        check_feasible(space, constraints, seed)
         self.generator = GuidedGenerator(prior, config.surrogate, config.prior.sampler, constraints, seed=self.seed)
         self.meta: Any = None
         self._dataset_value: Optional[Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = None
@@ -292,6 +317,7 @@ class SearchCore:
                 _logger.debug("result of %s already recorded; ignoring the repeat", sample)
             else:
                 self._history.append((key, value))
+                self._failed = [(k, why) for k, why in self._failed if k != key]  # a late metric wins
         if value is None:
             _logger.warning("DiffusionNAG: ignoring the result of %s: metric %r is not a number or a dict with a "
                             "numeric 'default' (None, NaN, inf and strings are unusable)", dict(sample), metric)

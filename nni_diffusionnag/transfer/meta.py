@@ -213,4 +213,12 @@ def read_task_csv(space: GraphSpace, path: str | Path, column: Optional[str] = N
         raise ValueError(f"{path}: {len(bad)} unknown architecture string(s) for space '{space.name}', "
                          f"first at row {i}: {arch!r} ({err})")
     values = pd.to_numeric(df[column], errors="coerce").to_numpy(dtype=np.float64)
-    return np.stack(types).astype(np.int64), values
+    bad_rows = np.nonzero(~np.isfinite(values))[0]
+    if len(bad_rows) == len(values):
+        raise ValueError(f"{path}: no row of column '{column}' holds a finite number")
+    if len(bad_rows):  # NaN, inf, empty or text: dropped, and said so
+        raw = df[column].astype(str).to_numpy()
+        _logger.warning("%s: dropped %d of %d rows whose '%s' is not a finite number (rows %s, e.g. %r)", path,
+                        len(bad_rows), len(values), column, bad_rows[:10].tolist(), raw[bad_rows[0]])
+    keep = np.isfinite(values)
+    return np.stack(types).astype(np.int64)[keep], values[keep]
