@@ -66,14 +66,16 @@ def test_anneal_is_seeded():
     assert a["params"] == b["params"]
 
 
-def test_unknown_tuner_fails_before_any_run(tmp_path, monkeypatch):
+def test_unknown_tuner_fails_before_any_run(tmp_path, monkeypatch, capsys):
     def no_run(*args, **kwargs):
         raise AssertionError("a run started")
 
     monkeypatch.setattr(hpo, "run_one", no_run)
-    with pytest.raises(ValueError, match="choose from.*TPE.*Anneal.*Random.*DiffusionNAG"):
-        main(["bench", "hpo", "--tuners", "TPE,Bogus", "--seeds", "0-1", "--budget", "8",
-              "--output", str(tmp_path / "hpo")])
+    assert main(["bench", "hpo", "--tuners", "TPE,Bogus", "--seeds", "0-1", "--budget", "8",
+                 "--output", str(tmp_path / "hpo")]) == 2
+    err = capsys.readouterr().err
+    assert "unknown tuners ['Bogus']; choose from ['TPE', 'Anneal', 'Random', 'DiffusionNAG']" in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err  # one line
     assert not (tmp_path / "hpo").exists()
 
 

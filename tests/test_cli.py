@@ -40,6 +40,48 @@ def test_console_script_entry_point():
     assert res.returncode == 0 and "train-prior" in res.stdout and "generate" in res.stdout
 
 
-def test_unknown_space_is_a_clear_error():
-    with pytest.raises(ValueError, match="known spaces"):
-        main(["generate", "--space", "nb999", "-n", "1"])
+def test_unknown_space_is_a_clear_error(capsys):
+    assert main(["generate", "--space", "nb999", "-n", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "nni-diffusionnag: error: unknown space 'nb999'; known spaces:" in err and "Traceback" not in err
+    with pytest.raises(ValueError, match="known spaces"):  # --debug: the exception itself
+        main(["--debug", "generate", "--space", "nb999", "-n", "1"])
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["generate", "-n", "0"], "argument -n: 0 is invalid: must be >= 1"),
+    (["generate", "-n", "-5"], "argument -n: -5 is invalid: must be >= 1"),
+    (["generate", "--device", "cuda"], "argument --device: --device='cuda' but this machine has no CUDA device"),
+    (["bench", "search", "--table", "{csv}", "--strategies", "Random,Foo"],
+     "bench search: unknown strategies ['Foo']; choose from"),
+    (["bench", "search", "--table", "/no/table.csv"], "--table '/no/table.csv' is not a file"),
+])
+def test_cli_checks_arguments_before_any_work(argv, message, capsys, tmp_path):
+    argv = [a.replace("{csv}", str(tmp_path / "t.csv")) for a in argv]
+    (tmp_path / "t.csv").write_text("arch,acc\n")
+    try:
+        rc = main(argv + ["--output", str(tmp_path / "out")] if argv[0] == "bench" else argv)
+    except SystemExit as exit_:  # argparse's own errors
+        rc = exit_.code
+    assert rc == 2 and message in capsys.readouterr().err
+
+
+def test_unwritable_output_is_found_before_sampling(capsys, monkeypatch):
+    from nni_diffusionnag.prior import model
+
+    monkeypatch.setattr(model.DiffusionPrior, "generate", lambda *a, **k: pytest.fail("sampled before checking"))
+    assert main(["generate", "-n", "5", "--output", "/proc/no/such/samples.jsonl"]) == 2
+    assert "cannot write the file '/proc/no/such/samples.jsonl'" in capsys.readouterr().err
+
+
+def test_train_meta_reports_dropped_rows(tmp_path, caplog):
+    from nni_diffusionnag.space import NasBench201Space
+    from nni_diffusionnag.transfer.meta import read_task_csv
+
+    space = NasBench201Space()
+    archs = [space.types_to_arch(t) for t in space.enumerate_types()[:5]]
+    rows = ["arch,acc", f"{archs[0]},90.1", f"{archs[1]},nan", f"{archs[2]},", f"{archs[3]},garbage", f"{archs[4]},inf"]
+    (tmp_path / "task.csv").write_text("\n".join(rows) + "\n")
+    types, values = read_task_csv(space, tmp_path / "task.csv", "acc")
+    assert values.tolist() == [90.1] and len(types) == 1
+    assert "dropped 4 of 5 rows whose 'acc' is not a finite number (rows [1, 2, 3, 4]" in caplog.text

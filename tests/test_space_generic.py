@@ -53,7 +53,7 @@ class Toy(ModelSpace):
             self.add_mutable(ExpressionConstraint(depth <= 2, label="depth_le_2"))
         self.head = MutableLinear(width, 2)
 
-    def freeze(self, sample):  # needed by spaces that call add_mutable (NNI_NOTES §1.3)
+    def freeze(self, sample):  # NNI 3.0 requires it of a ModelSpace that calls add_mutable (nni/nas/nn/pytorch/base.py)
         self.validate(sample)
         with model_context(sample):
             return Toy(*self._args)

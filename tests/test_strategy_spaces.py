@@ -1,5 +1,5 @@
-"""The strategy on NNI's hub spaces and on a user's own space (issue 6): generic encoding, a prior
-trained on the fly within a small time budget, sequential engine, a synthetic evaluator."""
+"""The strategy on NNI's hub spaces and on a user's own space: generic encoding, a prior
+(exact for independent choices, else trained on the fly within a small time budget), sequential engine, a synthetic evaluator."""
 
 from __future__ import annotations
 

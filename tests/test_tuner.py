@@ -393,7 +393,7 @@ def test_nnictl_create_and_resume_with_diffusionnag_tuner(tmp_path, tiny_prior_p
         _nnictl("stop", "--port", str(port), env=env)
     print(f"\nnnictl create: DONE in {time.time() - t0:.0f} s")
     assert exp_id in listing
-    assert "DiffusionNAGTuner on" in log and "Traceback" not in log
+    assert "DiffusionNAG on NasBench201Space" in log and "Traceback" not in log
     _check_trials(trials, 3)
 
     t1 = time.time()

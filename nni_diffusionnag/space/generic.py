@@ -3,6 +3,8 @@
 NAS-Bench-201 has a hand-made encoding (:mod:`.nasbench201`); every other space whose
 ``simplify()`` holds discrete decisions is encoded here, mechanically.
 
+The space arrives as decisions (:mod:`.decisions`), so this module never imports NNI.
+
 Encoding (``GenericSpace``, encoding version ``generic/1``)
 ----------------------------------------------------------
 **Nodes.** One node per decision, in the order of ``model_space.simplify()``. NNI builds that
@@ -21,7 +23,7 @@ encoding of DiffusionNAG has none either).
 ``"label=value"`` (``repr`` of the value with memory addresses removed), so ``V`` is the total
 number of choices and the legal mask lets each node take only its own decision's values. Every
 node therefore has exactly one active type, as the strict decoding rule of DiffusionNAG
-(METHOD.md §1) and :func:`~nni_diffusionnag.diffusion.decoding.repair_decode` expect.
+(docs/design.md, 'Features and validity') and :func:`~nni_diffusionnag.diffusion.decoding.repair_decode` expect.
 
 - ``Categorical`` (``LayerChoice``, ``nni.choice``, ``Repeat`` depth): one node, one type per value.
 - ``CategoricalMultiple`` (``InputChoice``) with a fixed ``n_chosen = k``: one node whose types are
@@ -37,12 +39,12 @@ node therefore has exactly one active type, as the strict decoding rule of Diffu
   by score); without them (:meth:`types_to_sample`, :meth:`key`) it keeps the first ``k`` "on"
   candidates and then fills up with the first "off" ones, in candidate order. :meth:`is_legal`
   checks the rule, so the training data of a prior always satisfies it.
-- ``Numerical`` (``nni.uniform`` and friends) is refused with
-  :class:`~nni_diffusionnag.exceptions.UnsupportedSpaceError`, unless ``discretize`` names it: it
-  then becomes a categorical over ``n`` values at the mid-quantiles ``(i + 0.5) / n`` of its
-  distribution (equal-probability bins; rounded to 6 significant digits, then quantized and
-  clipped as NNI does; duplicates dropped). A continuous value maps to the value whose quantile
-  is nearest, so only values of the grid round-trip exactly.
+- A binned continuous value (``kind='numerical'``: an NNI ``Numerical`` with ``discretize``, or a
+  continuous legacy type) is a categorical over its bin values, and a value off the grid maps to
+  the bin whose quantile is nearest (:meth:`~nni_diffusionnag.space.decisions.Choice.index_of`).
+  The binning rule is :func:`~nni_diffusionnag.space.decisions.quantile_bins`; the NNI adapter
+  (:mod:`nni_diffusionnag.integration.mutables`) refuses an NNI ``Numerical`` without
+  ``discretize`` with :class:`~nni_diffusionnag.exceptions.UnsupportedSpaceError` naming it.
 - ``MutableAnnotation``s (constraints) are not nodes. :meth:`GenericSpace.contains` checks a graph
   against them (or against ``model_space.contains`` when a model space is passed), and
   :meth:`random_valid_types` resamples what they reject.
