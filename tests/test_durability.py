@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -94,3 +95,41 @@ def test_half_written_checkpoint_never_breaks_resume(tmp_path):
     finally:
         torch.save = orig
     assert real.read_bytes() == good and ser.load(path) == {"history": [1, 2, 3]}
+
+
+def _experiment(tmp_path, engine: str):
+    from nni.nas.evaluator import FunctionalEvaluator
+    from nni.nas.experiment import NasExperimentConfig
+    from nni.nas.hub.pytorch import NasBench201
+
+    from nni_diffusionnag import DiffusionNAG, DiffusionNAGExperiment
+
+    config = NasExperimentConfig(engine, "simplified", "local")
+    config.experiment_working_directory = str(tmp_path / "exp")
+    config.trial_concurrency, config.max_trial_number = 1, 4
+    return DiffusionNAGExperiment(NasBench201(), FunctionalEvaluator(lambda m: None), DiffusionNAG(seed=0), config,
+                                  id="old")
+
+
+def test_resume_from_another_directory_says_where(tmp_path, monkeypatch):
+    ckpt = tmp_path / "exp" / "old" / "checkpoint"
+    ckpt.mkdir(parents=True)
+    (ckpt / "config.json").write_text(json.dumps({"trialCodeDirectory": str(tmp_path / "where-it-ran")}))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(RuntimeError, match=r"resume experiment 'old' from .*where-it-ran, the directory it was started in"):
+        _experiment(tmp_path, "sequential").resume()
+
+
+def test_resume_with_a_manager_still_running_says_what_to_do(tmp_path, monkeypatch):
+    import socket
+
+    ckpt = tmp_path / "exp" / "old" / "checkpoint"
+    ckpt.mkdir(parents=True)
+    (ckpt / "config.json").write_text(json.dumps({"trialCodeDirectory": str(tmp_path)}))
+    monkeypatch.chdir(tmp_path)
+    with socket.socket() as busy:  # stands for the NNI manager that outlived the killed run
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        with pytest.raises(RuntimeError, match=rf"port {port} is in use.*`nnictl stop old`"):
+            _experiment(tmp_path, "ts").resume(port=port)

@@ -31,6 +31,7 @@ the architecture choices again (NNI 3.0 regression, nni#5686).
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -316,6 +317,27 @@ class DiffusionNAGExperiment(NasExperiment):
             self.strategy.persist = self._save_progress
         self._progress_lock = threading.Lock()
 
+    def resume(self, port: int = 8080, wait_completion: bool = True, debug: bool = False) -> Any:
+        """NNI's ``resume``, after checks that turn NNI's obscure failures into what to do."""
+        self._check_resumable(port)
+        return super().resume(port, wait_completion, debug)
+
+    def _check_resumable(self, port: int) -> None:
+        config_file = self._checkpoint_directory / "config.json"
+        if not config_file.is_file():
+            raise RuntimeError(f"DiffusionNAGExperiment: nothing to resume for id {self.id!r}: no {config_file} "
+                               "(give the experiment_working_directory and id of the run to resume)")
+        saved = json.loads(config_file.read_text()).get("trialCodeDirectory")
+        if saved and Path(saved).resolve() != Path.cwd().resolve():
+            # NNI requires NAS trials to run in the directory the experiment runs in
+            raise RuntimeError(f"DiffusionNAGExperiment: resume experiment {self.id!r} from {saved}, the directory it "
+                               f"was started in (now in {Path.cwd()}): NNI runs NAS trials in that directory")
+        if self._nni_manager_required() and not _port_free(port):
+            raise RuntimeError(
+                f"DiffusionNAGExperiment: port {port} is in use. If the earlier run of experiment {self.id!r} was "
+                f"killed, its NNI manager (and trials) may still be running: stop them with `nnictl stop {self.id}` "
+                f"and resume again, or resume on another port")
+
     def _save_progress(self) -> None:
         if getattr(self, "_engine", None) is None or getattr(self, _RESUME_FAILED_ATTR, False):
             return
@@ -331,6 +353,13 @@ class DiffusionNAGExperiment(NasExperiment):
                 raise TypeError("Model space must inherit ModelSpace and also be a PyTorch model.")
             return MutationSummaryModelSpace.from_model(self.model_space, self.evaluator)
         return super().executable_model_factory(config)
+
+
+def _port_free(port: int) -> bool:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        return sock.connect_ex(("127.0.0.1", port)) != 0
 
 
 def free_port() -> int:
