@@ -294,3 +294,27 @@ def test_prior_for_space_finishes_small_runs_in_explicit_cache_dir(tmp_path):
                                         num_samples=256, progress=False)
     assert not prior.meta["budget_hit"] and prior.meta["train_steps"] == 25
     assert prior_cache.cache_path(space, tmp_path).is_file()
+
+
+def test_product_space_detection_and_the_exact_prior(caplog, monkeypatch, tmp_path):
+    """Independent choices get the exact prior (nothing trained); a constraint makes a space not a product."""
+    from nni_diffusionnag.prior.exact import ProductPrior
+    from nni_diffusionnag.space.legacy import space_for_search_space
+
+    monkeypatch.setenv(prior_cache.CACHE_ENV, str(tmp_path))
+    free = generic_space(Toy(), max_combinations=256)  # InputChoice(4, 2) is one node over its 6 subsets
+    assert prior_cache.is_product_space(free)
+    assert not prior_cache.is_product_space(generic_space(Toy(constraint=True)))
+    assert not prior_cache.is_product_space(generic_space(Toy(), max_combinations=3))  # 'pair' split: k-of-n rule
+    assert not prior_cache.is_product_space(NasBench201Space())  # hand-made encodings ship their priors
+    caplog.set_level(logging.INFO, logger="nni_diffusionnag.prior.cache")
+    prior = prior_cache.prior_for_space(free, device="cpu")
+    assert isinstance(prior, ProductPrior) and "exact prior of independent choices" in caplog.text
+    batch = prior.generate(200, seed=0)
+    assert batch.valid.all() and free.is_legal(batch.types).all()
+    hpo = space_for_search_space({"lr": {"_type": "loguniform", "_value": [1e-4, 1]},
+                                  "act": {"_type": "choice", "_value": ["relu", "tanh"]}})
+    assert isinstance(prior_cache.prior_for_space(hpo, device="cpu"), ProductPrior)
+    assert not isinstance(prior_cache.prior_for_space(free, device="cpu", kind="learned", time_budget_s=2,
+                                                      net_config=TINY, num_samples=64, progress=False),
+                          ProductPrior)
