@@ -260,7 +260,7 @@ def _check_bench(args: argparse.Namespace) -> None:
         unknown = [t for t in args.tuners.split(",") if t not in TUNERS]
         if unknown:
             raise CliError(f"bench hpo: unknown tuners {unknown}; choose from {list(TUNERS)}")
-    if args.which in ("search", "transfer", "guidance"):
+    if args.which in ("search", "transfer", "guidance", "durability"):
         if not args.table:
             raise CliError(f"bench {args.which} needs --table PATH (e.g. ../shared/data/nb201/nb201_test_acc.csv)")
         if not Path(args.table).is_file():
@@ -275,8 +275,12 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     if isinstance(args.seeds, list) and args.which != "hpo":
         raise SystemExit(f"bench {args.which}: --seeds takes a number of seeds (a list or range is for bench hpo)")
     if args.budget is None:
-        args.budget = 60 if args.which == "hpo" else 300
-    if args.which == "hpo":
+        args.budget = {"hpo": 60, "durability": 50}.get(args.which, 300)
+    if args.which == "durability":
+        from .bench.durability import run_durability_bench, summarize
+
+        result = run_durability_bench(args.table, args.output, budget=args.budget or 50)
+    elif args.which == "hpo":
         from .bench.hpo import run_hpo_bench, summarize
 
         result = run_hpo_bench(args.tuners.split(","), args.seeds if args.seeds is not None else 10, args.budget,
@@ -358,7 +362,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_train_meta)
 
     p = sub.add_parser("bench", help="benchmarks behind docs/benchmarks.md (JSON + PNG)")
-    p.add_argument("which", choices=["generate", "guidance", "search", "transfer", "mobilenetv3", "hpo"])
+    p.add_argument("which", choices=["generate", "guidance", "search", "transfer", "mobilenetv3", "hpo", "durability"])
     p.add_argument("--space", default="nasbench201")
     p.add_argument("--table", default=None, help="NB201 table CSV (guidance, search)")
     p.add_argument("--column", default="cifar10_test_acc", help="table column to maximise (search)")

@@ -58,3 +58,12 @@ def test_mobilenetv3_bench_counts_every_predictor_call(tmp_path):
     for hit in list(run["filter"]["hits"].values()) + list(guided["hits"].values()):
         assert hit is None or hit["calls"] >= 1
     assert len(result["budget_sweep"]) == 2 and "sample-and-filter" in summarize_mbv3(result)
+
+
+def test_bench_durability_times_every_save(nb201_csv, tmp_path):
+    from nni_diffusionnag.bench.durability import run_durability_bench, summarize
+
+    result = run_durability_bench(nb201_csv, tmp_path, budget=4)
+    assert result["results"] == 4 and result["saves"] >= 4  # one save per result (and NNI's own at start)
+    assert 0 < result["share_saving"] < 1 and result["checkpoint_kib"] > 0
+    assert (tmp_path / "durability.json").is_file() and "checkpoint saves for 4 results" in summarize(result)
