@@ -31,8 +31,14 @@ def test_train_prior_cli_resumes(tmp_path, capsys):
     from nni_diffusionnag.prior.model import DiffusionPrior
 
     assert DiffusionPrior.load(path, NasBench201Space()).meta["train_steps"] == 15
+    import torch
+
+    assert "optimizer" in torch.load(path, weights_only=False)["training"]  # resumable: optimiser state kept
     assert main(common + ["--steps", "15", "--strip", "--no-resume"]) == 0
     assert "prior saved" in capsys.readouterr().out
+    stripped = torch.load(path, weights_only=False)
+    assert "optimizer" not in stripped and "training" not in stripped  # --strip: EMA weights only
+    assert DiffusionPrior.load(path, NasBench201Space()).meta["train_steps"] == 15
 
 
 def test_console_script_entry_point():

@@ -148,15 +148,12 @@ def test_train_digits_learns_above_chance(monkeypatch):
     model = space.random(random_state=np.random.RandomState(0))
     threads = torch.get_num_threads()
     engine = SequentialExecutionEngine()
-    start = time.time()
     engine.submit_models(model)
-    elapsed = time.time() - start
     assert model.status == ModelStatus.Trained
     assert len(model.metrics.intermediates) == 1
     assert model.metric == model.metrics.intermediates[-1]
     assert model.metric > 20.0, f"val acc {model.metric}% is not above chance (10%)"
     assert torch.get_num_threads() == threads
-    assert elapsed < 60
 
 
 def test_train_digits_returns_accuracy_and_checks_outputs():
