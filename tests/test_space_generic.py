@@ -1,7 +1,6 @@
 """GenericSpace (any NNI model space as a decision chain) and prior_for_space (train/cache a prior)."""
 
 import logging
-import time
 
 import numpy as np
 import pytest
