@@ -1,6 +1,4 @@
-import _thread
 import os
-import threading
 import warnings
 from pathlib import Path
 
@@ -40,57 +38,20 @@ def tiny_prior_path(tmp_path_factory) -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def search_space() -> dict:
+    from nni_diffusionnag.integration import compat  # noqa: F401  (quiets NNI's import warnings)
+    from nni.nas.hub.pytorch import NasBench201
+
+    return {k: v.as_legacy_dict() for k, v in NasBench201().simplify().items()}
 
 
-def ts_config(workdir, trials: int, concurrency: int = 1):
-    """An NNI 'ts' engine config on the local training service, writing under ``workdir``."""
-    from nni.nas.experiment import NasExperimentConfig
+@pytest.fixture(autouse=True)
+def reset_nni_trial_parameters():
+    """NNI's sequential engine leaves ``nni.trial._params`` set after a run (NNI 3.0): reset it
+    around every test, so no test sees another's trial parameters."""
+    import nni.trial
 
-    config = NasExperimentConfig("ts", "simplified", "local")
-    config.max_trial_number = trials
-    config.trial_concurrency = concurrency
-    config.experiment_working_directory = str(workdir)
-    config.training_service.use_active_gpu = False
-    return config
-
-
-def run_bounded(exp, seconds: float = 240) -> None:
-    """``exp.run`` on a free port, bounded in time: a stuck run gets a KeyboardInterrupt after
-    ``seconds``, which NNI turns into stop(). Asserts the experiment finished; the caller stops it."""
-    from nni_diffusionnag.integration.compat import free_port
-
-    watchdog = threading.Timer(seconds, _thread.interrupt_main)
-    watchdog.start()
-    try:
-        finished = exp.run(port=free_port())
-    finally:
-        watchdog.cancel()
-    assert finished is True, "the experiment did not finish (watchdog or error)"
-
-
-def hook_flops(model: torch.nn.Module, resolution: int = 32) -> int:
-    """Count a model's FLOPs by running it: MACs of Conv2d and Linear (+ bias) for one image
-    (NB201's convention, xautodl flop_benchmark), the reference the cost models are tested against."""
-    total = [0]
-
-    def conv_hook(m, inp, out):
-        h, w = out.shape[2:]
-        kh, kw = m.kernel_size
-        macs = kh * kw * m.in_channels // m.groups * m.out_channels * h * w
-        total[0] += macs + (m.out_channels * h * w if m.bias is not None else 0)
-
-    def linear_hook(m, inp, out):
-        total[0] += m.in_features * m.out_features + (m.out_features if m.bias is not None else 0)
-
-    handles = []
-    for mod in model.modules():
-        if isinstance(mod, torch.nn.Conv2d):
-            handles.append(mod.register_forward_hook(conv_hook))
-        elif isinstance(mod, torch.nn.Linear):
-            handles.append(mod.register_forward_hook(linear_hook))
-    model.eval()
-    with torch.no_grad():
-        model(torch.rand(1, 3, resolution, resolution))
-    for h in handles:
-        h.remove()
-    return total[0]
+    nni.trial._params = None
+    yield
+    nni.trial._params = None

@@ -2,16 +2,10 @@
 
 import json
 
-import nni
 import pytest
 
 from nni_diffusionnag.bench.search import run_one, run_search_bench, summarize
 
-
-@pytest.fixture(autouse=True)
-def _reset_trial_params():
-    yield
-    nni.trial._params = None
 
 
 def test_search_bench_writes_json_and_plot(nb201_csv, tmp_path):

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from nni_diffusionnag.integration.compat import free_port
-from test_portal import check_jobs, run_experiment
+from helpers import check_jobs, run_experiment
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"

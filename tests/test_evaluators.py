@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from nni_diffusionnag.integration import compat
-from conftest import run_bounded, ts_config  # noqa: E402
+from helpers import run_bounded, ts_config  # noqa: E402
 from nni_diffusionnag.integration.evaluators import NB201Table, TabularEvaluator, load_nb201_table, train_digits
 
 import nni  # noqa: E402  (after our modules: they install the warnings filter first)

@@ -15,11 +15,6 @@ from nni_diffusionnag.space import NasBench201Space
 TINY = SurrogateConfig(hidden=16, num_layers=2, ensemble=2, steps=40, batch_size=64)
 
 
-@pytest.fixture(autouse=True)
-def _reset_trial_params():
-    yield
-    nni.trial._params = None  # NNI's sequential engine leaves these set
-
 
 def _convs(types: np.ndarray) -> np.ndarray:
     return (np.asarray(types)[:, 1:-1] == 4).sum(1).astype(float)  # any fixed op code works

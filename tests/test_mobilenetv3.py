@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import hook_flops
+from helpers import hook_flops
 from nni_diffusionnag.properties import mobilenetv3 as mbv3
 from nni_diffusionnag.integration.mutables import space_for_model
 from nni_diffusionnag.space.mobilenetv3 import FIXED, SKIP, MobileNetV3OFASpace, ofa_mobilenetv3

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from nni_diffusionnag.integration.compat import free_port
-from test_tuner import META, _dispatcher_log, _nnictl, _rest
+from helpers import META, _dispatcher_log, _nnictl, _rest
 
 ROOT = Path(__file__).resolve().parents[1]
 HPO = ROOT / "examples" / "nnictl_hpo"

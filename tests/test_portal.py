@@ -7,16 +7,12 @@ binds each parameter set to its trial; these tests check the patch itself and a 
 
 from __future__ import annotations
 
-import json
 
 import pytest
 
 from nni_diffusionnag.integration import compat, portal_fix
-from conftest import run_bounded, ts_config
-from nni_diffusionnag.integration.evaluators import TabularEvaluator
+from helpers import check_jobs, run_experiment  # noqa: F401  (test_browser uses them too)
 
-from nni.nas.hub.pytorch import NasBench201  # noqa: E402
-from nni.nas.strategy import Random  # noqa: E402
 
 
 def test_patch_applies_to_the_installed_compat_js_and_is_idempotent(tmp_path):
@@ -45,39 +41,6 @@ def test_compat_install_activates_the_fix_when_an_experiment_starts(monkeypatch)
     Experiment._start_nni_manager(object(), 8080, False)
     assert started == [True] and portal_fix.is_active()
     assert (portal_fix.Path(nni_node.__path__[0]) / portal_fix.COMPAT_JS).read_text().count("dnagEarlyRequests") > 0
-
-
-def run_experiment(nb201_csv, tmp_path, trials: int, concurrency: int, keep_running: bool = False):
-    """A DiffusionNAGExperiment (ts engine, Random strategy) over the NB201 table.
-
-    Returns (experiment, evaluator, trial jobs); the experiment is stopped unless keep_running.
-    """
-    evaluator = TabularEvaluator(str(nb201_csv), "cifar10_test_acc")
-    config = ts_config(tmp_path, trials, concurrency)
-    exp = compat.DiffusionNAGExperiment(NasBench201(), evaluator, Random(seed=3), config)
-    try:
-        run_bounded(exp)
-        jobs = exp.list_trial_jobs()
-    except BaseException:
-        exp.stop()
-        raise
-    if not keep_running:
-        exp.stop()
-    return exp, evaluator, jobs
-
-
-def check_jobs(jobs, evaluator, trials: int) -> None:
-    assert len(jobs) == trials and all(job.status == "SUCCEEDED" for job in jobs), [j.status for j in jobs]
-    mismatched = []
-    for job in jobs:
-        parameters = job.hyperParameters[0].parameters  # what the portal shows for this trial
-        assert parameters["mutation_summary"] == parameters["sample"]
-        metric = job.finalMetricData[0].data
-        metric = json.loads(metric) if isinstance(metric, str) else metric
-        metric = metric["default"] if isinstance(metric, dict) else float(metric)
-        if abs(metric - evaluator.table.lookup(parameters["sample"])) > 1e-9:
-            mismatched.append(job.trialJobId)
-    assert not mismatched, f"trials shown with another trial's architecture: {mismatched}"
 
 
 @pytest.mark.slow

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import hook_flops
+from helpers import hook_flops
 from nni_diffusionnag.properties import NB201Macro, cost_table, count, count_sample, expected_cost
 from nni_diffusionnag.space.nasbench201 import NNI_OPS, NasBench201Space
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from nni_diffusionnag.integration.compat import free_port
-from test_tuner import FAST_TRIAL, META, _check_trials, _dispatcher_log, _nnictl, _rest, _wait_done, search_space  # noqa: F401
+from helpers import FAST_TRIAL, META, _check_trials, _dispatcher_log, _nnictl, _rest, _wait_done
 
 SSHD = Path("/usr/sbin/sshd")
 SSH_KEYGEN = shutil.which("ssh-keygen") or "/usr/bin/ssh-keygen"

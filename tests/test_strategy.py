@@ -18,7 +18,7 @@ from nni.nas.experiment import NasExperimentConfig  # noqa: E402
 from nni.nas.hub.pytorch import NasBench201  # noqa: E402
 from nni.nas.space import SimplifiedModelSpace  # noqa: E402
 
-from conftest import run_bounded, ts_config  # noqa: E402
+from helpers import run_bounded, ts_config  # noqa: E402
 from nni_diffusionnag.integration.evaluators import TabularEvaluator  # noqa: E402
 from nni_diffusionnag.nn.surrogate import SurrogateConfig  # noqa: E402
 from nni_diffusionnag.prior.model import SamplerConfig  # noqa: E402
@@ -44,11 +44,6 @@ class FlakyEvaluator(Evaluator):
         else:
             nni.report_final_result({"default": float(convs), "other": 1.0})
 
-
-@pytest.fixture(autouse=True)
-def _reset_trial_params():
-    yield
-    nni.trial._params = None  # NNI's sequential engine leaves these set
 
 
 def _space(evaluator):

@@ -32,7 +32,6 @@ def _search(fn, budget: int = 6, **kwargs) -> DiffusionNAG:
     strategy = DiffusionNAG(**{**FAST, **kwargs})
     space = SimplifiedModelSpace.from_model(NasBench201(), FunctionalEvaluator(fn))
     strategy(space, SequentialExecutionEngine(max_model_count=budget, continue_on_failure=True))
-    nni.trial._params = None
     return strategy
 
 

@@ -47,8 +47,6 @@ class MixedSpace(ModelSpace):
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("NNI_DIFFUSIONNAG_CACHE", str(tmp_path / "priors"))
-    yield
-    nni.trial._params = None
 
 
 def _run(model_space, trials=12, **kw):

@@ -8,7 +8,6 @@ import runpy
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -22,21 +21,9 @@ from nni_diffusionnag.search.config import ACQUISITIONS
 import nni  # noqa: E402
 
 from nni_diffusionnag.integration.compat import free_port  # noqa: E402
+from helpers import (EXAMPLE, FAST_TRIAL, LABELS, META, OPS, _check_trials, _dispatcher_log, _key, _nnictl,  # noqa: E402
+                     _rest, _score, _valid, _wait_done)
 
-ROOT = Path(__file__).resolve().parents[1]
-EXAMPLE = ROOT / "examples" / "nnictl_nasbench201"
-META = ROOT / "nni_diffusionnag" / "meta.yml"
-NNICTL = Path(sys.executable).with_name("nnictl")
-OPS = ["none", "skip_connect", "conv_1x1", "conv_3x3", "avg_pool_3x3"]
-LABELS = ["cell/0_1", "cell/0_2", "cell/1_2", "cell/0_3", "cell/1_3", "cell/2_3"]
-
-
-@pytest.fixture(scope="module")
-def search_space() -> dict:
-    from nni_diffusionnag.integration import compat  # noqa: F401  (quiets NNI's import warnings)
-    from nni.nas.hub.pytorch import NasBench201
-
-    return {k: v.as_legacy_dict() for k, v in NasBench201().simplify().items()}
 
 
 @pytest.fixture
@@ -52,19 +39,6 @@ def make_tuner(tiny_prior_path, search_space):
         return tuner
 
     return make
-
-
-def _score(params: dict) -> float:
-    """A fake accuracy: conv_3x3 edges count most."""
-    return sum({"conv_3x3": 3.0, "conv_1x1": 2.0, "skip_connect": 1.0}.get(v, 0.0) for v in params.values())
-
-
-def _valid(params: dict) -> bool:
-    return list(params) == LABELS and all(v in OPS for v in params.values())
-
-
-def _key(params: dict) -> tuple:
-    return tuple(params[k] for k in LABELS)
 
 
 # --- search space ------------------------------------------------------------------------------
@@ -282,10 +256,6 @@ def test_update_search_space_again(make_tuner, search_space):
 
 
 # --- registration ------------------------------------------------------------------------------
-def _nnictl(*args: str, env: dict, timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run([str(NNICTL), *args], capture_output=True, text=True, env=env, timeout=timeout)
-
-
 def test_nnictl_algo_register(tmp_path, monkeypatch):
     env = dict(os.environ, NNI_CONFIG_DIR=str(tmp_path), OMP_NUM_THREADS="1")
     out = _nnictl("algo", "register", "--meta", str(META), env=env)
@@ -309,48 +279,6 @@ def test_nnictl_algo_register(tmp_path, monkeypatch):
 
 
 # --- a real nnictl experiment ------------------------------------------------------------------
-FAST_TRIAL = '''
-import nni
-params = nni.get_next_parameter()
-score = sum({"conv_3x3": 3.0, "conv_1x1": 2.0, "skip_connect": 1.0}.get(v, 0.0) for v in params.values())
-nni.report_intermediate_result(score / 2)
-nni.report_final_result({"default": score, "edges": len(params)})
-'''
-
-
-def _rest(port: int, path: str):
-    with urllib.request.urlopen(f"http://localhost:{port}/api/v1/nni/{path}", timeout=10) as resp:
-        return json.load(resp)
-
-
-def _wait_done(port: int, trials: int, deadline: float) -> str:
-    """Poll the REST API until the experiment is DONE with ``trials`` succeeded trials (or fails)."""
-    status = None
-    while time.time() < deadline:
-        status = _rest(port, "check-status")["status"]
-        done = sum(t["status"] == "SUCCEEDED" for t in _rest(port, "trial-jobs"))
-        if status in ("ERROR", "STOPPED") or (status == "DONE" and done >= trials):
-            break
-        time.sleep(2)
-    return status
-
-
-def _dispatcher_log(workdir: Path, exp_id: str) -> str:
-    path = workdir / exp_id / "log" / "dispatcher.log"
-    return path.read_text() if path.is_file() else ""
-
-
-def _check_trials(trials: list, n: int) -> None:
-    assert len(trials) == n and all(t["status"] == "SUCCEEDED" for t in trials), trials
-    archs = []
-    for t in trials:
-        params = json.loads(t["hyperParameters"][0])["parameters"]
-        metric = json.loads(json.loads(t["finalMetricData"][0]["data"]))
-        assert _valid(params) and metric == {"default": _score(params), "edges": 6}
-        archs.append(_key(params))
-    assert len(set(archs)) == n  # never the same architecture twice, across the resume too
-
-
 @pytest.mark.slow
 def test_nnictl_create_and_resume_with_diffusionnag_tuner(tmp_path, tiny_prior_path, search_space):
     """nnictl algo register + create -> NNI manager -> our tuner -> 3 trials -> DONE; then nnictl

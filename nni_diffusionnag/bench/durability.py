@@ -9,6 +9,7 @@ size, and the share of the run's wall time spent saving.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import statistics
 import tempfile
@@ -51,6 +52,7 @@ def run_durability_bench(table: str | Path, output: str | Path, budget: int = 50
         t0 = time.perf_counter()
         exp.run()
         wall = time.perf_counter() - t0
+        atexit.unregister(exp.stop)  # NNI registers a second stop() at exit: the folder is gone by then
         state = next(Path(work).rglob("state.ckpt*"))
         size = state.stat().st_size
     nni.trial._params = None  # the sequential engine leaves trial params set (NNI 3.0)

@@ -1,0 +1,174 @@
+"""Helpers shared by the test modules: NNI experiment configs and bounded runs, nnictl and its
+REST API, the fake NB201 accuracy used by the tuner tests, and a FLOP counter."""
+
+from __future__ import annotations
+
+import _thread
+import json
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE = ROOT / "examples" / "nnictl_nasbench201"
+META = ROOT / "nni_diffusionnag" / "meta.yml"
+NNICTL = Path(sys.executable).with_name("nnictl")
+OPS = ["none", "skip_connect", "conv_1x1", "conv_3x3", "avg_pool_3x3"]
+LABELS = ["cell/0_1", "cell/0_2", "cell/1_2", "cell/0_3", "cell/1_3", "cell/2_3"]
+
+
+def _score(params: dict) -> float:
+    """A fake accuracy: conv_3x3 edges count most."""
+    return sum({"conv_3x3": 3.0, "conv_1x1": 2.0, "skip_connect": 1.0}.get(v, 0.0) for v in params.values())
+
+
+def _valid(params: dict) -> bool:
+    return list(params) == LABELS and all(v in OPS for v in params.values())
+
+
+def _key(params: dict) -> tuple:
+    return tuple(params[k] for k in LABELS)
+
+
+def _nnictl(*args: str, env: dict, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run([str(NNICTL), *args], capture_output=True, text=True, env=env, timeout=timeout)
+
+
+FAST_TRIAL = '''
+import nni
+params = nni.get_next_parameter()
+score = sum({"conv_3x3": 3.0, "conv_1x1": 2.0, "skip_connect": 1.0}.get(v, 0.0) for v in params.values())
+nni.report_intermediate_result(score / 2)
+nni.report_final_result({"default": score, "edges": len(params)})
+'''
+
+
+def _rest(port: int, path: str):
+    with urllib.request.urlopen(f"http://localhost:{port}/api/v1/nni/{path}", timeout=10) as resp:
+        return json.load(resp)
+
+
+def _wait_done(port: int, trials: int, deadline: float) -> str:
+    """Poll the REST API until the experiment is DONE with ``trials`` succeeded trials (or fails)."""
+    status = None
+    while time.time() < deadline:
+        status = _rest(port, "check-status")["status"]
+        done = sum(t["status"] == "SUCCEEDED" for t in _rest(port, "trial-jobs"))
+        if status in ("ERROR", "STOPPED") or (status == "DONE" and done >= trials):
+            break
+        time.sleep(2)
+    return status
+
+
+def _dispatcher_log(workdir: Path, exp_id: str) -> str:
+    path = workdir / exp_id / "log" / "dispatcher.log"
+    return path.read_text() if path.is_file() else ""
+
+
+def _check_trials(trials: list, n: int) -> None:
+    assert len(trials) == n and all(t["status"] == "SUCCEEDED" for t in trials), trials
+    archs = []
+    for t in trials:
+        params = json.loads(t["hyperParameters"][0])["parameters"]
+        metric = json.loads(json.loads(t["finalMetricData"][0]["data"]))
+        assert _valid(params) and metric == {"default": _score(params), "edges": 6}
+        archs.append(_key(params))
+    assert len(set(archs)) == n  # never the same architecture twice, across the resume too
+
+
+def ts_config(workdir, trials: int, concurrency: int = 1):
+    """An NNI 'ts' engine config on the local training service, writing under ``workdir``."""
+    from nni.nas.experiment import NasExperimentConfig
+
+    config = NasExperimentConfig("ts", "simplified", "local")
+    config.max_trial_number = trials
+    config.trial_concurrency = concurrency
+    config.experiment_working_directory = str(workdir)
+    config.training_service.use_active_gpu = False
+    return config
+
+
+def run_bounded(exp, seconds: float = 240) -> None:
+    """``exp.run`` on a free port, bounded in time: a stuck run gets a KeyboardInterrupt after
+    ``seconds``, which NNI turns into stop(). Asserts the experiment finished; the caller stops it."""
+    from nni_diffusionnag.integration.compat import free_port
+
+    watchdog = threading.Timer(seconds, _thread.interrupt_main)
+    watchdog.start()
+    try:
+        finished = exp.run(port=free_port())
+    finally:
+        watchdog.cancel()
+    assert finished is True, "the experiment did not finish (watchdog or error)"
+
+
+def hook_flops(model: torch.nn.Module, resolution: int = 32) -> int:
+    """Count a model's FLOPs by running it: MACs of Conv2d and Linear (+ bias) for one image
+    (NB201's convention, xautodl flop_benchmark), the reference the cost models are tested against."""
+    total = [0]
+
+    def conv_hook(m, inp, out):
+        h, w = out.shape[2:]
+        kh, kw = m.kernel_size
+        macs = kh * kw * m.in_channels // m.groups * m.out_channels * h * w
+        total[0] += macs + (m.out_channels * h * w if m.bias is not None else 0)
+
+    def linear_hook(m, inp, out):
+        total[0] += m.in_features * m.out_features + (m.out_features if m.bias is not None else 0)
+
+    handles = []
+    for mod in model.modules():
+        if isinstance(mod, torch.nn.Conv2d):
+            handles.append(mod.register_forward_hook(conv_hook))
+        elif isinstance(mod, torch.nn.Linear):
+            handles.append(mod.register_forward_hook(linear_hook))
+    model.eval()
+    with torch.no_grad():
+        model(torch.rand(1, 3, resolution, resolution))
+    for h in handles:
+        h.remove()
+    return total[0]
+
+
+def run_experiment(nb201_csv, tmp_path, trials: int, concurrency: int, keep_running: bool = False):
+    """A DiffusionNAGExperiment (ts engine, Random strategy) over the NB201 table.
+
+    Returns (experiment, evaluator, trial jobs); the experiment is stopped unless keep_running.
+    """
+    from nni.nas.hub.pytorch import NasBench201
+    from nni.nas.strategy import Random
+
+    from nni_diffusionnag.integration import compat
+    from nni_diffusionnag.integration.evaluators import TabularEvaluator
+
+    evaluator = TabularEvaluator(str(nb201_csv), "cifar10_test_acc")
+    config = ts_config(tmp_path, trials, concurrency)
+    exp = compat.DiffusionNAGExperiment(NasBench201(), evaluator, Random(seed=3), config)
+    try:
+        run_bounded(exp)
+        jobs = exp.list_trial_jobs()
+    except BaseException:
+        exp.stop()
+        raise
+    if not keep_running:
+        exp.stop()
+    return exp, evaluator, jobs
+
+
+def check_jobs(jobs, evaluator, trials: int) -> None:
+    assert len(jobs) == trials and all(job.status == "SUCCEEDED" for job in jobs), [j.status for j in jobs]
+    mismatched = []
+    for job in jobs:
+        parameters = job.hyperParameters[0].parameters  # what the portal shows for this trial
+        assert parameters["mutation_summary"] == parameters["sample"]
+        metric = job.finalMetricData[0].data
+        metric = json.loads(metric) if isinstance(metric, str) else metric
+        metric = metric["default"] if isinstance(metric, dict) else float(metric)
+        if abs(metric - evaluator.table.lookup(parameters["sample"])) > 1e-9:
+            mismatched.append(job.trialJobId)
+    assert not mismatched, f"trials shown with another trial's architecture: {mismatched}"
