@@ -279,6 +279,11 @@ def test_nnictl_algo_register(tmp_path, monkeypatch):
 
 
 # --- a real nnictl experiment ------------------------------------------------------------------
+def _fixed_nnictl(*args: str, env: dict) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "nni_diffusionnag.portal_fix", *args], capture_output=True, text=True,
+                          env=env, timeout=120)
+
+
 @pytest.mark.slow
 def test_nnictl_create_and_resume_with_diffusionnag_tuner(tmp_path, tiny_prior_path, search_space):
     """nnictl algo register + create -> NNI manager -> our tuner -> 3 trials -> DONE; then nnictl
@@ -295,7 +300,7 @@ def test_nnictl_create_and_resume_with_diffusionnag_tuner(tmp_path, tiny_prior_p
         "searchSpaceFile": "search_space.json",
         "trialCommand": f'"{sys.executable}" trial.py',
         "trialCodeDirectory": ".",
-        "trialConcurrency": 1,
+        "trialConcurrency": 2,  # NNI's local service may swap parameters between trials (nni#5726)
         "maxTrialNumber": 3,
         "experimentWorkingDirectory": str(workdir),
         "tuner": {"name": "DiffusionNAG", "classArgs": {
@@ -307,7 +312,9 @@ def test_nnictl_create_and_resume_with_diffusionnag_tuner(tmp_path, tiny_prior_p
 
     t0 = time.time()
     port = free_port()
-    created = _nnictl("create", "--config", str(tmp_path / "config.yml"), "--port", str(port), env=env, timeout=120)
+    # through the portal fix, as the README says for concurrency > 1: every metric must then sit next to
+    # the parameters that produced it (checked by _check_trials)
+    created = _fixed_nnictl("create", "--config", str(tmp_path / "config.yml"), "--port", str(port), env=env)
     exp_id = None
     try:
         assert created.returncode == 0, created.stdout + created.stderr
@@ -321,12 +328,12 @@ def test_nnictl_create_and_resume_with_diffusionnag_tuner(tmp_path, tiny_prior_p
         _nnictl("stop", "--port", str(port), env=env)
     print(f"\nnnictl create: DONE in {time.time() - t0:.0f} s")
     assert exp_id in listing
-    assert "DiffusionNAG on NasBench201Space" in log and "Traceback" not in log
+    assert "DiffusionNAG on NasBench201Space" in log and "Traceback" not in log  # the cell encoding
     _check_trials(trials, 3)
 
     t1 = time.time()
     port = free_port()
-    resumed = _nnictl("resume", exp_id, "--port", str(port), env=env, timeout=120)
+    resumed = _fixed_nnictl("resume", exp_id, "--port", str(port), env=env)
     try:
         assert resumed.returncode == 0, resumed.stdout + resumed.stderr
         assert _nnictl("update", "trialnum", exp_id, "--value", "5", env=env).returncode == 0

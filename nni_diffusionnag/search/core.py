@@ -156,6 +156,7 @@ class SearchCore:
         self._round_lock = threading.Lock()  # one proposal round at a time
         self._history: List[Tuple[Key, float]] = []  # (graph, metric as reported), in arrival order
         self._failed: List[Tuple[Key, str]] = []
+        self._done: set = set()  # keys of _history and _failed, for O(1) look-ups
         self._submitted: Dict[Key, int] = {}  # graph -> submission index
         self._rejected: set = set()  # graphs the model space refused: never proposed again
         self._queue: Deque[np.ndarray] = deque()  # proposals of the last round not handed out yet
@@ -313,11 +314,13 @@ class SearchCore:
             self._submitted.setdefault(key, len(self._submitted))  # imported results too
             if value is None:
                 self._add_failure(key, f"unusable metric {metric!r}")
-            elif any(k == key for k, _ in self._history):
+            elif key in self._done and not any(k == key for k, _ in self._failed):
                 _logger.debug("result of %s already recorded; ignoring the repeat", sample)
             else:
+                if key in self._done:  # a late metric wins over a recorded failure
+                    self._failed = [(k, why) for k, why in self._failed if k != key]
                 self._history.append((key, value))
-                self._failed = [(k, why) for k, why in self._failed if k != key]  # a late metric wins
+                self._done.add(key)
         if value is None:
             _logger.warning("DiffusionNAG: ignoring the result of %s: metric %r is not a number or a dict with a "
                             "numeric 'default' (None, NaN, inf and strings are unusable)", dict(sample), metric)
@@ -342,9 +345,10 @@ class SearchCore:
             self._persist()
 
     def _add_failure(self, key: Key, reason: str) -> bool:
-        if any(k == key for k, _ in self._failed) or any(k == key for k, _ in self._history):
+        if key in self._done:  # failed or observed already: once per architecture
             return False
         self._failed.append((key, reason))
+        self._done.add(key)
         return True
 
     def reject(self, sample: Mapping[str, Any], reason: str = "refused by the model space") -> None:
@@ -402,6 +406,7 @@ class SearchCore:
             self._failed = [(tuple(k), why) for k, why in state.get("failed", [])]
             # architectures still running when the state was saved are lost: they may be proposed again
             done = {k for k, _ in self._history} | {k for k, _ in self._failed}
+            self._done = set(done)
             self._submitted = {k: i for i, k in enumerate(tuple(k) for k in state["submitted"]) if k in done}
             self._rejected = {tuple(k) for k in state.get("rejected", [])}
             self._queue.clear()
