@@ -261,7 +261,7 @@ class SearchConfig:
         groups: Dict[str, Dict[str, Any]] = {"loop": {}, "acquisition": {}, "prior": {}, "transfer": {}}
         for name, value in kwargs.items():
             group, key = FIELDS[name]
-            if value is None and name not in ("prior", "meta_predictor", "dataset", "discretize", "seed"):
+            if value is None:  # None means the default (for the optional settings the default is None too)
                 continue
             if group in groups:
                 groups[group][key] = value
