@@ -154,9 +154,9 @@ class DiffusionNAG(Strategy):
         self.engine.wait_models()
 
     # --- events (engine threads: keep short) ---------------------------------------------------
-    def _reported_ids(self, model: ExecutableModelSpace) -> set:
+    def _had_metric(self, model: ExecutableModelSpace) -> bool:
         with self._running_lock:  # ids are reused once a model is gone: forget it at its end
-            reported = set(self._reported)
+            reported = id(model) in self._reported
             self._reported.discard(id(model))
         return reported
 
@@ -174,7 +174,7 @@ class DiffusionNAG(Strategy):
         self._forget(event.model)
         if event.status == ModelStatus.Failed:
             self.core.fail(event.model.sample, "trial failed")
-        elif event.status == ModelStatus.Trained and id(event.model) not in self._reported_ids(event.model):
+        elif event.status == ModelStatus.Trained and not self._had_metric(event.model):
             if not self._warned_no_metric:
                 self._warned_no_metric = True
                 _logger.warning("DiffusionNAG: a trial ended without a final metric. The evaluator must call "

@@ -197,11 +197,10 @@ class DiffusionNAGTuner(Tuner):
                 except Exception:  # noqa: BLE001 - an undecodable string is just unusable
                     pass
             try:
-                self.core.key_of(params)
+                recorded = self.core.observe(params, value)  # ValueError & co: not of this search space
             except (ValueError, TypeError, KeyError, AttributeError):
-                skipped.append(record)
-                continue
-            if self.core.observe(params, value) is None:
+                recorded = None
+            if recorded is None:
                 skipped.append(record)
             else:
                 imported += 1

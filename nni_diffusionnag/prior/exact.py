@@ -18,10 +18,10 @@ import numpy as np
 import torch
 
 from ..diffusion.product import get_product_score_fn, product_score
-from ..diffusion.sampling import ScoreFn, pc_sample
+from ..diffusion.sampling import ScoreFn
 from ..diffusion.sde import SDE, VESDE
 from ..space import GraphSpace
-from .model import DiffusionPrior, GeneratedBatch, SamplerConfig, resolve_device
+from .model import GeneratedBatch, SamplerConfig, decode_batch, resolve_device, sample_features
 
 __all__ = ["ProductPrior", "validate_probs"]
 
@@ -157,25 +157,14 @@ class ProductPrior:
 
         The same sampler, batching and seeding as :meth:`DiffusionPrior.sample_features`.
         """
-        gen = torch.Generator(device=self.device)
-        gen.manual_seed(int(seed) if seed is not None else int(torch.randint(0, 2**31 - 1, (1,))))
-        fn = score_fn or self.score_fn()
-        chunks = []
-        for start in range(0, n, config.batch_size):
-            b = min(config.batch_size, n - start)
-            shape = (b, self.space.num_nodes, self.space.num_types)
-            chunks.append(pc_sample(self.sde, fn, shape, config.num_steps, config.snr, config.corrector_steps,
-                                    config.eps, gen, self.device, progress=progress))
-        return torch.cat(chunks)
+        return sample_features(self.space, self.sde, score_fn or self.score_fn(), n, config, seed, self.device,
+                               progress)
 
     def generate(self, n: int, config: SamplerConfig = SamplerConfig(), seed: int | None = None,
                  score_fn: ScoreFn | None = None, progress: bool = False) -> GeneratedBatch:
-        """Sample ``n`` graphs and decode them (strict validity + repaired types).
-
-        This *is* :meth:`DiffusionPrior.generate` (called on this prior; it uses only
-        ``sample_features``, ``legal`` and ``space``), so the decoding cannot drift apart.
-        """
-        return DiffusionPrior.generate(self, n, config, seed, score_fn, progress)  # type: ignore[arg-type]
+        """Sample ``n`` graphs and decode them (strict validity + repaired types), with the decoding
+        every prior uses (:func:`~nni_diffusionnag.prior.model.decode_batch`)."""
+        return decode_batch(self.space, self.legal, self.sample_features(n, config, seed, score_fn, progress))
 
     def __repr__(self) -> str:
         legal = self.space.legal

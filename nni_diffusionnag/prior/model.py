@@ -48,6 +48,31 @@ class GeneratedBatch:
     x: torch.Tensor
 
 
+@torch.no_grad()
+def sample_features(space: GraphSpace, sde: SDE, score_fn: ScoreFn, n: int, config: SamplerConfig,
+                    seed: int | None, device: torch.device, progress: bool = False) -> torch.Tensor:
+    """``n`` raw reverse-SDE samples ``[n, N, V]`` of ``space`` in chunks of ``config.batch_size``,
+    one generator seeded with ``seed`` (drawn from torch's RNG if None). Every prior samples this way."""
+    gen = torch.Generator(device=device)
+    gen.manual_seed(int(seed) if seed is not None else int(torch.randint(0, 2**31 - 1, (1,))))
+    chunks = []
+    for start in range(0, n, config.batch_size):
+        b = min(config.batch_size, n - start)
+        shape = (b, space.num_nodes, space.num_types)
+        chunks.append(pc_sample(sde, score_fn, shape, config.num_steps, config.snr, config.corrector_steps,
+                                config.eps, gen, device, progress=progress))
+    return torch.cat(chunks)
+
+
+def decode_batch(space: GraphSpace, legal: torch.Tensor, x: torch.Tensor) -> GeneratedBatch:
+    """Raw features ``[B, N, V]`` -> strict validity and repaired types (what every prior hands on)."""
+    valid, strict = strict_decode(x, legal)
+    # Strict validity also needs the space's rules between nodes; what is handed on is repaired.
+    valid = valid.cpu().numpy() & space.is_legal(strict.cpu().numpy())
+    types = space.repair(repair_decode(x, legal).cpu().numpy(), x)
+    return GeneratedBatch(types, valid, x)
+
+
 def shipped_prior_path(space_name: str) -> Path:
     """Path of the prior shipped in the package for ``space_name``."""
     return Path(__file__).resolve().parent.parent / "priors" / f"{space_name}.pt"
@@ -98,26 +123,12 @@ class DiffusionPrior:
                         score_fn: ScoreFn | None = None, progress: bool = False) -> torch.Tensor:
         """Raw reverse-SDE samples ``[n, N, V]``. ``score_fn`` replaces the plain score (guidance)."""
         self.net.eval()
-        gen = torch.Generator(device=self.device)
-        gen.manual_seed(int(seed) if seed is not None else int(torch.randint(0, 2**31 - 1, (1,))))
-        fn = score_fn or self.score_fn()
-        chunks = []
-        for start in range(0, n, config.batch_size):
-            b = min(config.batch_size, n - start)
-            shape = (b, self.space.num_nodes, self.space.num_types)
-            chunks.append(pc_sample(self.sde, fn, shape, config.num_steps, config.snr, config.corrector_steps,
-                                    config.eps, gen, self.device, progress=progress))
-        return torch.cat(chunks)
+        return sample_features(self.space, self.sde, score_fn or self.score_fn(), n, config, seed, self.device, progress)
 
     def generate(self, n: int, config: SamplerConfig = SamplerConfig(), seed: int | None = None,
                  score_fn: ScoreFn | None = None, progress: bool = False) -> GeneratedBatch:
         """Sample ``n`` graphs and decode them (strict validity + repaired types)."""
-        x = self.sample_features(n, config, seed, score_fn, progress)
-        valid, strict = strict_decode(x, self.legal)
-        # Strict validity also needs the space's rules between nodes; what is handed on is repaired.
-        valid = valid.cpu().numpy() & self.space.is_legal(strict.cpu().numpy())
-        types = self.space.repair(repair_decode(x, self.legal).cpu().numpy(), x)
-        return GeneratedBatch(types, valid, x)
+        return decode_batch(self.space, self.legal, self.sample_features(n, config, seed, score_fn, progress))
 
     # --- persistence ---------------------------------------------------------------------------
     def save(self, path: str | os.PathLike, training: Dict[str, Any] | None = None) -> None:
