@@ -260,6 +260,20 @@ def _check_bench(args: argparse.Namespace) -> None:
         unknown = [t for t in args.tuners.split(",") if t not in TUNERS]
         if unknown:
             raise CliError(f"bench hpo: unknown tuners {unknown}; choose from {list(TUNERS)}")
+    if args.which == "nbgraph":
+        from .bench import nbgraph
+
+        try:
+            nbgraph.check_installed()
+        except ValueError as err:
+            raise CliError(str(err)) from None
+        unknown = [s for s in args.strategies.split(",") if s not in nbgraph.STRATEGIES]
+        if unknown:
+            raise CliError(f"bench nbgraph: unknown strategies {unknown}; choose from {list(nbgraph.STRATEGIES)}")
+        known = nbgraph.DATASETS + ("computers", "arxiv", "proteins")
+        unknown = [d for d in args.datasets.split(",") if d not in known]
+        if unknown:
+            raise CliError(f"bench nbgraph: unknown datasets {unknown}; choose from {list(known)}")
     if args.which in ("search", "transfer", "guidance", "durability"):
         if not args.table:
             raise CliError(f"bench {args.which} needs --table PATH (e.g. ../shared/data/nb201/nb201_test_acc.csv)")
@@ -272,10 +286,10 @@ def _check_bench(args: argparse.Namespace) -> None:
 
 def _cmd_bench(args: argparse.Namespace) -> int:
     _check_bench(args)
-    if isinstance(args.seeds, list) and args.which != "hpo":
+    if isinstance(args.seeds, list) and args.which not in ("hpo", "nbgraph"):
         raise SystemExit(f"bench {args.which}: --seeds takes a number of seeds (a list or range is for bench hpo)")
     if args.budget is None:
-        args.budget = {"hpo": 60, "durability": 50}.get(args.which, 300)
+        args.budget = {"hpo": 60, "durability": 50, "nbgraph": 200}.get(args.which, 300)
     if args.which == "durability":
         from .bench.durability import run_durability_bench, summarize
 
@@ -285,6 +299,11 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
         result = run_hpo_bench(args.tuners.split(","), args.seeds if args.seeds is not None else 10, args.budget,
                                args.output, device=args.device)
+    elif args.which == "nbgraph":
+        from .bench.nbgraph import run_nbgraph_bench, summarize
+
+        result = run_nbgraph_bench(args.output, args.datasets.split(","), args.seeds if args.seeds is not None else 10,
+                                   args.budget, args.strategies.split(","), device=args.device)
     elif args.which == "transfer":
         from .bench.transfer import run_transfer_bench, summarize
 
@@ -362,19 +381,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_train_meta)
 
     p = sub.add_parser("bench", help="benchmarks behind docs/benchmarks.md (JSON + PNG)")
-    p.add_argument("which", choices=["generate", "guidance", "search", "transfer", "mobilenetv3", "hpo", "durability"])
+    p.add_argument("which", choices=["generate", "guidance", "search", "transfer", "mobilenetv3", "hpo", "durability",
+                                      "nbgraph"])
     p.add_argument("--space", default="nasbench201")
     p.add_argument("--table", default=None, help="NB201 table CSV (guidance, search)")
     p.add_argument("--column", default="cifar10_test_acc", help="table column to maximise (search)")
     p.add_argument("--output", default="bench-out", help="folder for the JSON and PNG")
     p.add_argument("--prior", default=None, help="prior checkpoint (default: shipped)")
     p.add_argument("--seeds", type=_bench_seeds, default=None,
-                   help="number of seeds (default per benchmark); hpo also takes a range or list: 0-9, 1,3,5")
+                   help="number of seeds (default per benchmark); hpo and nbgraph also take a range or list: 0-9, 1,3,5")
     p.add_argument("--budget", type=_count(1), default=None,
-                   help="architectures per search (search, transfer; default 300), trials per run (hpo; default 60)")
-    p.add_argument("--strategies", default="DiffusionNAG,Random,RegularizedEvolution,TPE", help="search: comma list")
+                   help="architectures per search (search, transfer; default 300; nbgraph 200), trials per run (hpo; default 60)")
+    p.add_argument("--strategies", default="DiffusionNAG,Random,RegularizedEvolution,TPE", help="search, nbgraph: comma list")
     p.add_argument("--full-budget", action="store_true",
                    help="search: keep going after the table optimum (for timing a whole run)")
+    p.add_argument("--datasets", default="cora,citeseer,pubmed,cs,physics,photo",
+                   help="nbgraph: comma list of NAS-Bench-Graph datasets")
     p.add_argument("--tuners", default="TPE,Anneal,Random,DiffusionNAG", help="hpo: comma list of tuners")
     p.add_argument("-n", type=_count(1), default=1000, help="graphs per run (generate)")
     p.add_argument("--flops-budget", type=_number, default=220.0, help="MFLOPs budget (mobilenetv3)")

@@ -1,0 +1,70 @@
+"""bench nbgraph: the user-written NAS-Bench-Graph space, its evaluator, regrets, and a tiny run of every strategy."""
+
+import json
+
+import numpy as np
+import pytest
+
+from nni.nas.space import SimplifiedModelSpace
+
+from nni_diffusionnag.bench import nbgraph  # needs the bench extra: bash scripts/setup.sh test installs it
+from nni_diffusionnag.cli import main
+
+
+def test_space_is_plain_choices_and_covers_the_table():
+    space = nbgraph.GraphCellSpace()
+    mutables = space.simplify()
+    assert sorted(mutables) == ["input1", "input2", "input3", "op0", "op1", "op2", "op3"]
+    assert [len(mutables[f"input{i}"].values) for i in (1, 2, 3)] == [2, 3, 4]
+    table = nbgraph.load_table("cora")
+    rng = np.random.default_rng(0)
+    simple = SimplifiedModelSpace.from_model(space)
+    hits = 0
+    for _ in range(200):
+        sample = simple.random(random_state=np.random.RandomState(int(rng.integers(1 << 30)))).sample
+        hits += nbgraph.table_hash(sample) in table
+    assert hits >= 199  # only the all-skip cell is missing from the table
+
+
+def test_frozen_cell_runs_forward():
+    import torch
+
+    sample = {"input1": 0, "input2": 1, "input3": 1, "op0": "gcn", "op1": "skip", "op2": "gat", "op3": "fc"}
+    model = nbgraph.GraphCellSpace(in_features=5, classes=3, dim=8).freeze(sample)
+    assert model.sources == [0, 0, 1, 1]
+    out = model(torch.randn(6, 5), torch.tensor([[0, 1, 2, 3, 4], [1, 2, 3, 4, 5]]))
+    assert out.shape == (6, 3)
+
+
+def test_regrets_follow_the_pick_by_validation():
+    ref = {"best_valid": 90.0, "best_test": 88.0, "best_valid_hashes": [7]}
+    run = {"valid": [80.0, 85.0, 84.0, 90.0], "test": [79.0, 83.0, 87.0, 86.0], "hashes": [1, 2, 3, 7]}
+    r = nbgraph.regrets(run, ref, budget=5)
+    assert r["valid_regret"] == [10.0, 5.0, 5.0, 0.0, 0.0]
+    # the pick after 3 queries is the 85.0-validation one (test 83), not the 87-test one
+    assert r["test_regret"] == [9.0, 5.0, 5.0, 2.0, 2.0]
+    assert r["queries_to_best"] == 4
+
+
+@pytest.mark.slow
+def test_cli_tiny_run_of_every_strategy(tmp_path):
+    out = tmp_path / "out"
+    assert main(["bench", "nbgraph", "--datasets", "cora", "--seeds", "1", "--budget", "12",
+                 "--output", str(out)]) == 0
+    result = json.loads((out / "nbgraph.json").read_text())
+    assert (out / "nbgraph.png").stat().st_size > 0
+    assert {r["strategy"] for r in result["runs"]} == set(nbgraph.STRATEGIES)
+    table = nbgraph.load_table("cora")
+    for run in result["runs"]:
+        assert len(run["valid"]) == 12
+        # every reported metric is the table's validation value of the architecture, in %
+        for h, v in zip(run["hashes"], run["valid"]):
+            assert v == pytest.approx(100 * table[h]["valid_perf"])
+        assert all(np.diff(run["valid_regret"]) <= 1e-9)
+
+
+def test_cli_refuses_bad_arguments_before_any_run(tmp_path, capsys):
+    assert main(["bench", "nbgraph", "--datasets", "cora,mars", "--output", str(tmp_path)]) != 0
+    assert "mars" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="budget"):
+        nbgraph.run_nbgraph_bench(tmp_path, ["cora"], 1, 0)
