@@ -2,8 +2,20 @@ import os
 import warnings
 from pathlib import Path
 
-import pytest
-import torch
+# One BLAS thread in this process (set before numpy loads OpenBLAS; subprocesses inherit it): on a
+# shared two-core machine OpenBLAS's own threads contend, and one least-squares fit of the generic
+# MobileNetV3 cost (test_mobilenetv3) takes ~40 s instead of ~2 s.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+try:  # numpy may already be loaded (a plugin): limit its BLAS at run time too
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=1, user_api="blas")
+except ImportError:
+    pass
 
 warnings.filterwarnings("ignore", message=".*is found to be not a nn.Module.*")
 # One thread: tests share two cores with NNI trial processes, and oversubscribed torch
