@@ -67,3 +67,32 @@ def reset_nni_trial_parameters():
     nni.trial._params = None
     yield
     nni.trial._params = None
+
+
+@pytest.fixture(scope="session")
+def ts_experiment(nb201_csv, tmp_path_factory):
+    """The one NNI 'ts' experiment of the slow tests that need one (helpers.SharedTsRun): started by
+    the first of them, stopped by the one marked ``stops_ts_experiment`` or, at the latest, here."""
+    from helpers import SharedTsRun
+
+    run = SharedTsRun(nb201_csv, tmp_path_factory.mktemp("ts-experiment"))
+    try:
+        yield run
+    finally:
+        run.stop()
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "stops_ts_experiment: stops the shared 'ts' experiment, so runs after "
+                                       "every other test that uses it")
+
+
+def pytest_collection_modifyitems(config, items):
+    """The tests of the shared 'ts' experiment run one after another at the end of the session (its
+    NNI manager is not left running under other tests), the one that stops it last."""
+    def group(item) -> int:
+        if "ts_experiment" not in getattr(item, "fixturenames", ()):
+            return 0
+        return 2 if item.get_closest_marker("stops_ts_experiment") else 1
+
+    items[:] = sorted(items, key=group)  # stable: the order within each group is kept

@@ -135,29 +135,52 @@ def hook_flops(model: torch.nn.Module, resolution: int = 32) -> int:
     return total[0]
 
 
-def run_experiment(nb201_csv, tmp_path, trials: int, concurrency: int, keep_running: bool = False):
-    """A DiffusionNAGExperiment (ts engine, Random strategy) over the NB201 table.
+# The search settings the strategy tests use: a small surrogate and a short sampler (fast on one core).
+def fast_strategy_settings() -> dict:
+    from nni_diffusionnag.nn.surrogate import SurrogateConfig
+    from nni_diffusionnag.prior.model import SamplerConfig
 
-    Returns (experiment, evaluator, trial jobs); the experiment is stopped unless keep_running.
-    """
-    from nni.nas.hub.pytorch import NasBench201
-    from nni.nas.strategy import Random
+    return dict(surrogate=SurrogateConfig(hidden=16, steps=60, ensemble=3), sampler=SamplerConfig(num_steps=10),
+                n_candidates=40, device="cpu")
 
-    from nni_diffusionnag.integration import compat
-    from nni_diffusionnag.integration.evaluators import TabularEvaluator
 
-    evaluator = TabularEvaluator(str(nb201_csv), "cifar10_test_acc")
-    config = ts_config(tmp_path, trials, concurrency)
-    exp = compat.DiffusionNAGExperiment(NasBench201(), evaluator, Random(seed=3), config)
-    try:
-        run_bounded(exp)
-        jobs = exp.list_trial_jobs()
-    except BaseException:
-        exp.stop()
-        raise
-    if not keep_running:
-        exp.stop()
-    return exp, evaluator, jobs
+SHARED_TS_TRIALS = 8
+
+
+class SharedTsRun:
+    """One DiffusionNAGExperiment on NNI's 'ts' engine (local training service, a trial process per
+    model) that several slow tests check (tests/conftest.py ``ts_experiment``): the DiffusionNAG
+    strategy over the NB201 table, SHARED_TS_TRIALS trials at concurrency 2. It is left running after
+    it finished, so the web portal can be opened (test_browser); what the tests read of it is taken
+    right after the run; ``stop()`` stops it once (the last test of the group, then the finalizer)."""
+
+    def __init__(self, nb201_csv, workdir) -> None:
+        from nni.nas.hub.pytorch import NasBench201
+
+        from nni_diffusionnag.integration import compat
+        from nni_diffusionnag.integration.evaluators import TabularEvaluator
+        from nni_diffusionnag.integration.strategy import DiffusionNAG
+
+        self.trials = SHARED_TS_TRIALS
+        self.evaluator = TabularEvaluator(str(nb201_csv), "cifar10_test_acc")
+        self.strategy = DiffusionNAG(seed=0, warmup=4, batch_size=2, **fast_strategy_settings())
+        config = ts_config(workdir, self.trials, concurrency=2)
+        self.exp = compat.DiffusionNAGExperiment(NasBench201(), self.evaluator, self.strategy, config)
+        self.stopped = False
+        try:
+            run_bounded(self.exp, seconds=300)
+            self.status = self.exp.get_status()
+            self.jobs = self.exp.list_trial_jobs()
+            self.models = self.exp.export_top_models(top_k=10)
+            self.top3 = self.exp.export_top_models(top_k=3, formatter="dict")
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        if not self.stopped:
+            self.stopped = True
+            self.exp.stop()
 
 
 def check_jobs(jobs, evaluator, trials: int) -> None:

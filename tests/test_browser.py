@@ -19,11 +19,10 @@ from pathlib import Path
 import pytest
 
 from nni_diffusionnag.integration.compat import free_port
-from helpers import check_jobs, run_experiment
+from helpers import check_jobs
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
-TRIALS = 4
 
 
 class DevTools:
@@ -103,27 +102,26 @@ def chromium(tmp_path):
 
 
 @pytest.mark.slow
-def test_portal_trials_list_shows_architectures_and_metrics(chromium, nb201_csv, tmp_path):
-    exp, evaluator, jobs = run_experiment(nb201_csv, tmp_path, trials=TRIALS, concurrency=2, keep_running=True)
+def test_portal_trials_list_shows_architectures_and_metrics(chromium, ts_experiment):
+    """The portal of the shared 'ts' experiment (tests/conftest.py), still running after its trials."""
+    exp, evaluator, jobs, trials = ts_experiment.exp, ts_experiment.evaluator, ts_experiment.jobs, ts_experiment.trials
+    assert not ts_experiment.stopped
+    check_jobs(jobs, evaluator, trials)
+    page = chromium(f"http://localhost:{exp.port}/detail")
     try:
-        check_jobs(jobs, evaluator, TRIALS)
-        page = chromium(f"http://localhost:{exp.port}/detail")
-        try:
-            page.wait_for(f"document.querySelectorAll('[data-automation-key=\"_expand\"]').length >= {TRIALS}")
-            page.js("""document.querySelectorAll('[data-automation-key="_expand"]').forEach(cell =>
-                        (cell.querySelector('button, [role=button], i') || cell).click())""")
-            time.sleep(2)
-            text = page.js("document.body.innerText")
-            ARTIFACTS.mkdir(exist_ok=True)
-            (ARTIFACTS / "portal-detail.txt").write_text(text)
-            page("Emulation.setDeviceMetricsOverride", width=1400,
-                 height=int(page.js("document.documentElement.scrollHeight")) + 50, deviceScaleFactor=1, mobile=False)
-            shot = page("Page.captureScreenshot", format="png")["data"]
-            (ARTIFACTS / "portal.png").write_bytes(base64.b64decode(shot))
-        finally:
-            page.close()
+        page.wait_for(f"document.querySelectorAll('[data-automation-key=\"_expand\"]').length >= {trials}")
+        page.js("""document.querySelectorAll('[data-automation-key="_expand"]').forEach(cell =>
+                    (cell.querySelector('button, [role=button], i') || cell).click())""")
+        time.sleep(2)
+        text = page.js("document.body.innerText")
+        ARTIFACTS.mkdir(exist_ok=True)
+        (ARTIFACTS / "portal-detail.txt").write_text(text)
+        page("Emulation.setDeviceMetricsOverride", width=1400,
+             height=int(page.js("document.documentElement.scrollHeight")) + 50, deviceScaleFactor=1, mobile=False)
+        shot = page("Page.captureScreenshot", format="png")["data"]
+        (ARTIFACTS / "portal.png").write_bytes(base64.b64decode(shot))
     finally:
-        exp.stop()
+        page.close()
 
     # The trials list: one block per trial, from its ID to the next trial's row.
     ids = [job.trialJobId for job in jobs]

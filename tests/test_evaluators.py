@@ -10,8 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from nni_diffusionnag.integration import compat
-from helpers import run_bounded, ts_config  # noqa: E402
+from nni_diffusionnag.integration import compat  # noqa: F401  (installs the warnings filter first)
 from nni_diffusionnag.integration.evaluators import NB201Table, TabularEvaluator, load_nb201_table, train_digits
 
 import nni  # noqa: E402  (after our modules: they install the warnings filter first)
@@ -171,26 +170,21 @@ def test_train_digits_returns_accuracy_and_checks_outputs():
 
 
 @pytest.mark.slow
-def test_tabular_evaluator_in_ts_experiment(table_csv, tmp_path):
+@pytest.mark.stops_ts_experiment
+def test_tabular_evaluator_in_ts_experiment(ts_experiment):
     """NNI manager + local training service: each model runs in a trial process that re-creates
-    the evaluator and the model from the payload; metrics return over the tuner channel."""
-    evaluator = TabularEvaluator(str(table_csv), "cifar10_test_acc")
-    config = ts_config(tmp_path, trials=3)
-    exp = compat.DiffusionNAGExperiment(NasBench201(), evaluator, Random(seed=1), config)
-
-    try:
-        run_bounded(exp)
-        models = exp.export_top_models(top_k=10)
-        jobs = exp.list_trial_jobs()
-        status = exp.get_status()
-    finally:
-        exp.stop()
+    the evaluator and the model from the payload; metrics return over the tuner channel. The shared
+    'ts' experiment (tests/conftest.py); this test stops it, so it runs last of those using it."""
+    exp, evaluator, trials = ts_experiment.exp, ts_experiment.evaluator, ts_experiment.trials
+    assert isinstance(evaluator, TabularEvaluator) and trials <= 10
+    models, jobs, status = ts_experiment.models, ts_experiment.jobs, ts_experiment.status
+    ts_experiment.stop()
 
     assert status == "DONE"
-    assert len(models) == 3
+    assert len(models) == trials
     for model in models:
         assert model.metric == evaluator.table.lookup(model.sample)
-    assert len(jobs) == 3 and all(job.status == "SUCCEEDED" for job in jobs)
+    assert len(jobs) == trials and all(job.status == "SUCCEEDED" for job in jobs)
     for job in jobs:  # what the web portal's hyper-parameter chart reads
         parameters = job.hyperParameters[0].parameters
         assert parameters["mutation_summary"] == parameters["sample"]

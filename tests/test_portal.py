@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 
 from nni_diffusionnag.integration import compat, portal_fix
-from helpers import check_jobs, run_experiment  # noqa: F401  (test_browser uses them too)
+from helpers import check_jobs
 
 
 
@@ -44,7 +44,8 @@ def test_compat_install_activates_the_fix_when_an_experiment_starts(monkeypatch)
 
 
 @pytest.mark.slow
-def test_concurrent_trials_show_their_own_architecture(nb201_csv, tmp_path):
-    exp, evaluator, jobs = run_experiment(nb201_csv, tmp_path, trials=8, concurrency=2)
-    check_jobs(jobs, evaluator, 8)
+def test_concurrent_trials_show_their_own_architecture(ts_experiment):
+    """The shared 'ts' experiment (tests/conftest.py): 8 trials at concurrency 2."""
+    assert ts_experiment.trials == 8
+    check_jobs(ts_experiment.jobs, ts_experiment.evaluator, 8)
     assert portal_fix.is_active()

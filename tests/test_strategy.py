@@ -18,13 +18,10 @@ from nni.nas.experiment import NasExperimentConfig  # noqa: E402
 from nni.nas.hub.pytorch import NasBench201  # noqa: E402
 from nni.nas.space import SimplifiedModelSpace  # noqa: E402
 
-from helpers import run_bounded, ts_config  # noqa: E402
+from helpers import fast_strategy_settings  # noqa: E402
 from nni_diffusionnag.integration.evaluators import TabularEvaluator  # noqa: E402
-from nni_diffusionnag.nn.surrogate import SurrogateConfig  # noqa: E402
-from nni_diffusionnag.prior.model import SamplerConfig  # noqa: E402
 
-FAST = dict(surrogate=SurrogateConfig(hidden=16, steps=60, ensemble=3), sampler=SamplerConfig(num_steps=10),
-            n_candidates=40, device="cpu")
+FAST = fast_strategy_settings()
 
 
 @nni.trace
@@ -143,19 +140,16 @@ def test_state_dict_round_trip_keeps_history_and_surrogate(nb201_csv):
 
 
 @pytest.mark.slow
-def test_nas_experiment_ts_engine(nb201_csv, tmp_path):
-    """Real NNI manager + local training service: trials are processes, metrics come back."""
-    evaluator = TabularEvaluator(str(nb201_csv), "cifar10_test_acc")
-    strategy = DiffusionNAG(seed=0, warmup=4, batch_size=2, **FAST)
-    exp = compat.DiffusionNAGExperiment(NasBench201(), evaluator, strategy, ts_config(tmp_path, 6, concurrency=2))
-    try:
-        run_bounded(exp, seconds=300)
-        top = exp.export_top_models(top_k=3, formatter="dict")
-        status = exp.get_status()
-    finally:
-        exp.stop()
+def test_nas_experiment_ts_engine(ts_experiment):
+    """Real NNI manager + local training service: trials are processes, metrics come back. The shared
+    'ts' experiment (tests/conftest.py): this strategy (seed 0, warm-up 4, batches of 2, FAST) at
+    concurrency 2."""
+    evaluator, strategy = ts_experiment.evaluator, ts_experiment.strategy
+    top, status = ts_experiment.top3, ts_experiment.status
+    assert isinstance(strategy, DiffusionNAG) and repr(strategy).startswith("DiffusionNAG(batch_size=2, warmup=4")
+    assert ts_experiment.exp.config.trial_concurrency == 2
     assert status == "DONE"
-    assert len(strategy.history()) == 6
+    assert len(strategy.history()) == ts_experiment.trials
     for row in strategy.history():  # FinalMetric values belong to the architecture that ran
         assert row["metric"] == evaluator.table.lookup(row["sample"])
     assert len(top) == 3 and top[0] in [r["sample"] for r in strategy.history()]
