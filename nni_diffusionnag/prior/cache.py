@@ -102,7 +102,7 @@ def prior_for_space(space: GraphSpace, model_space: Any = None, cache_dir: str |
     if kind not in ("auto", "exact", "learned"):
         raise ValueError(f"prior kind must be 'auto', 'exact' or 'learned', got {kind!r}")
     if kind == "exact":
-        return _exact_prior(space, device)
+        return _exact_prior(space, device, model_space, num_samples, seed)
     sig = space.signature()
     shipped = shipped_prior_path(space.name)
     if shipped.is_file() and not retrain:
@@ -114,8 +114,13 @@ def prior_for_space(space: GraphSpace, model_space: Any = None, cache_dir: str |
             _logger.info("the prior shipped as '%s' was made for another encoding of the space; not using it",
                          shipped.name)
 
-    if kind == "auto" and is_product_space(space):
-        return _exact_prior(space, device)
+    if kind == "auto" and is_generic(space):
+        # Exact where choices are independent; where they are not (constraints, k-of-n subsets),
+        # the same closed form with the valid architectures' per-node frequencies, and the
+        # dependencies enforced after sampling (repair of subsets, rejection by constraints): no
+        # training before the first trial, every emitted architecture valid. A learned prior of the
+        # joint distribution stays available as kind='learned' (docs/design.md).
+        return _exact_prior(space, device, model_space, num_samples, seed)
 
     path = cache_path(space, cache_dir)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -226,15 +231,32 @@ def is_product_space(space: GraphSpace) -> bool:
             and not any(d.kind == BINARY_K for d in space.decisions))
 
 
-def _exact_prior(space: GraphSpace, device: Any) -> Any:
+def is_generic(space: GraphSpace) -> bool:
+    """Whether ``space`` is the generic encoding of an NNI space (not a hand-made one)."""
+    from ..space.generic import GenericSpace
+
+    return isinstance(space, GenericSpace)
+
+
+def _exact_prior(space: GraphSpace, device: Any, model_space: Any = None, num_samples: int = 4096,
+                 seed: int = 0) -> Any:
+    """Uniform per-node choices for a product space; otherwise the per-node frequencies of
+    ``num_samples`` valid random architectures (1 pseudo-count each), dependencies left to the
+    repair and rejection steps after sampling."""
     from .exact import ProductPrior
 
-    if getattr(space, "has_constraints", False):
-        _logger.warning("the exact prior of '%s' ignores its constraints: proposals that break them are rejected "
-                        "by the model space", space.name)
-    prior = ProductPrior(space, device=device)
-    _logger.info("using the exact prior of independent choices for '%s' (%d decisions, no training)", space.name,
-                 space.num_nodes)
+    if is_product_space(space):
+        prior = ProductPrior(space, device=device)
+        _logger.info("using the exact prior of independent choices for '%s' (%d decisions, no training)", space.name,
+                     space.num_nodes)
+        return prior
+    t0 = time.monotonic()
+    data = _training_data(space, model_space, num_samples, np.random.default_rng(seed))
+    prior = ProductPrior.from_samples(space, data, smoothing=1.0, device=device)
+    rules = "constraints" if getattr(space, "has_constraints", False) else "fixed-size subsets"
+    _logger.info("using the per-node prior of '%s' (%d decisions, frequencies of %d valid architectures, %.2f s, "
+                 "no training); its %s are enforced after sampling: subsets repaired, architectures that break a "
+                 "constraint rejected", space.name, space.num_nodes, len(data), time.monotonic() - t0, rules)
     return prior
 
 

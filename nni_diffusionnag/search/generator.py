@@ -180,12 +180,16 @@ class GuidedGenerator:
         """
         seen = set(exclude)
         pool: List[np.ndarray] = []
+        # a space with constraints of its own (NNI's MutableAnnotations): reject what breaks them here,
+        # so that the rounds go on until enough valid architectures are found
+        check_space = getattr(self.space, "has_constraints", False)
         for r in range(max_rounds):
             batch = self.generate(n_candidates, scale / (2**r), acquisition, kappa,
                                   seed=None if seed is None else seed + r)
-            for types in batch.types:
+            valid = self.space.valid_mask(batch.types) if check_space else np.ones(len(batch.types), dtype=bool)
+            for types, ok in zip(batch.types, valid):
                 key = self.space.key(types)
-                if key in seen or not all(c.satisfied(types[None])[0] for c in self.constraints):
+                if not ok or key in seen or not all(c.satisfied(types[None])[0] for c in self.constraints):
                     continue
                 seen.add(key)
                 pool.append(types)
