@@ -7,7 +7,6 @@ import random
 import signal
 from contextlib import contextmanager
 
-import numpy as np
 import pytest
 import torch.nn as tnn
 
