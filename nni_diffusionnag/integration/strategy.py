@@ -50,12 +50,12 @@ class DiffusionNAG(Strategy):
         A :class:`~nni_diffusionnag.search.config.SearchConfig`; or give its settings by their flat
         names as keyword arguments instead:
     prior
-        A prior checkpoint path, or None: the prior shipped for the space, else one cached for it
-        earlier, else the exact prior of independent choices or one trained now (see ``prior_kind``).
+        A prior checkpoint path, or None: the prior shipped for the space, else the closed-form
+        prior of the space's decisions (nothing trained; see ``prior_kind``).
     prior_kind
         ``'auto'``, ``'learned'`` or ``'exact'`` (:class:`~nni_diffusionnag.search.config.PriorConfig`).
     prior_time_budget
-        Wall-clock bound of training a prior on the fly, seconds.
+        Wall-clock bound of training a prior on the fly (``prior_kind='learned'``), seconds.
     discretize
         Bins for numerical mutables (``nni.uniform``...): an int for all of them or
         ``{label: n_bins}``; without it such a space is refused with an error naming the label.

@@ -2,7 +2,7 @@
 
 - :mod:`.model`: :class:`DiffusionPrior` (score network + SDE + space signature) and sampling;
 - :mod:`.training`: denoising score matching with EMA, resumable;
-- :mod:`.cache`: the prior for a space: shipped, cached, or trained on the fly;
+- :mod:`.cache`: the prior for a space: shipped, closed-form, cached, or trained on the fly;
 - :mod:`.checkpoint`: signature-checked checkpoint files;
 - :mod:`.quality`: validity, uniqueness and distribution match of generated graphs.
 """

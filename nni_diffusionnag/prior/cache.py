@@ -1,15 +1,20 @@
-"""A prior for any space: the shipped one, else one cached on disk, else one trained on the spot.
+"""A prior for any space: the shipped one, else a closed-form one, else a learned one.
 
-:func:`prior_for_space` looks, in this order, for
+:func:`prior_for_space` (``kind='auto'``) looks, in this order, for
 
 1. the prior shipped in the package for ``space.name`` (:func:`~nni_diffusionnag.prior.model.shipped_prior_path`),
    used only if its signature matches the space;
-2. a prior cached at ``<cache_dir>/<space.name>-<signature digest>.pt``; ``cache_dir`` defaults to
-   ``$NNI_DIFFUSIONNAG_CACHE`` or ``~/.cache/nni-diffusionnag/priors``;
-3. otherwise it trains one on random architectures of the space (``space.random_types``; all of
-   them if the space is small enough to enumerate; with a ``model_space`` that has constraints,
-   only those that ``model_space.contains``) within a wall-clock budget, with a progress bar, and
-   saves it in the cache. The next call with the same space loads it.
+2. for the generic encoding of a user's space, a closed-form :class:`~nni_diffusionnag.prior.exact.ProductPrior`:
+   uniform per decision where the decisions are independent, else the per-decision frequencies of
+   valid random architectures, the dependencies enforced after sampling (k-of-n repair in the
+   space, constraint rejection in the generator). Nothing is trained;
+3. otherwise (or with ``kind='learned'``) a prior cached at
+   ``<cache_dir>/<space.name>-<signature digest>.pt``; ``cache_dir`` defaults to
+   ``$NNI_DIFFUSIONNAG_CACHE`` or ``~/.cache/nni-diffusionnag/priors``; failing that it trains one
+   on random architectures of the space (``space.random_types``; all of them if the space is small
+   enough to enumerate; with a ``model_space`` that has constraints, only those that
+   ``model_space.contains``) within a wall-clock budget, with a progress bar, and saves it in the
+   cache. The next call with the same space loads it.
 
 The time bound is kept by training in chunks with :func:`~nni_diffusionnag.prior.training.train_prior`
 (resumable: each chunk continues from the checkpoint the previous one wrote, with the optimiser,

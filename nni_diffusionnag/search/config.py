@@ -142,10 +142,11 @@ class AcquisitionConfig:
 class PriorConfig:
     """The unguided prior and its sampler.
 
-    ``prior``: a checkpoint path, or None for the space's shipped prior, else a cached one, else
-    one trained now within ``prior_time_budget`` seconds. ``prior_kind``: ``'auto'`` (the default
-    choice for the space), ``'learned'`` (a score network) or ``'exact'`` (the closed-form score
-    of independent choices). ``discretize``: bins of continuous values (an int for all, or
+    ``prior``: a checkpoint path, or None for the space's shipped prior, else the default kind
+    for the space. ``prior_kind``: ``'auto'`` (the shipped prior, else the closed-form per-decision
+    prior, dependencies enforced after sampling), ``'learned'`` (a score network: cached, or trained
+    now within ``prior_time_budget`` seconds) or ``'exact'`` (the closed-form prior even where a
+    prior is shipped). ``discretize``: bins of continuous values (an int for all, or
     ``{label: n_bins}``). ``device`` of the generator: ``'auto'`` (CUDA when available), ``'cpu'``,
     ``'cuda:1'``...
     """
