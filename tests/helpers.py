@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import _thread
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -36,7 +37,35 @@ def _key(params: dict) -> tuple:
 
 
 def _nnictl(*args: str, env: dict, timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run([str(NNICTL), *args], capture_output=True, text=True, env=env, timeout=timeout)
+    # cwd: the repository, whatever directory a test running meanwhile has chdir'd to (nnictl_job)
+    return subprocess.run([str(NNICTL), *args], capture_output=True, text=True, env=env, timeout=timeout, cwd=ROOT)
+
+
+# --- nnictl experiments in the background --------------------------------------------------------
+# An nnictl experiment mostly waits (manager and trial start-up, polling), so the slow nnictl tests
+# run theirs on a background worker (tests/conftest.py) while the other tests use the CPU; each
+# test then checks its own experiment's outcome. A job is registered with @nnictl_job: its function
+# is the *preparation*, called in the main thread when the session starts with the fixtures its
+# arguments name (``tmp_path``: a fresh directory of its own); it writes files, computes whatever
+# touches this process (NNI's label scopes, sys.path) and may skip, then returns the function the
+# worker calls: only subprocesses (nnictl, sshd) and REST calls, an environment built from
+# BASE_ENV, absolute paths, every NNI experiment stopped in a finally. What that function returns
+# (or raises: its assertions, a skip) is what the test marked @pytest.mark.nnictl_job(name) gets
+# from the ``nnictl_result`` fixture (or raises). CANCEL ends the waits early when the session ends.
+BASE_ENV = dict(os.environ)  # as collected: never a test's monkeypatched environment
+NNICTL_JOBS: dict = {}
+CANCEL = threading.Event()
+
+
+def nnictl_job(prepare):
+    NNICTL_JOBS[prepare.__name__] = prepare
+    return prepare
+
+
+def nnictl_env(tmp_path: Path) -> dict:
+    """The environment of an nnictl run: its own HOME (experiment registry) and NNI config dir."""
+    return dict(BASE_ENV, HOME=str(tmp_path / "home"), NNI_CONFIG_DIR=str(tmp_path / "nni-config"),
+                OMP_NUM_THREADS="1")
 
 
 FAST_TRIAL = '''
@@ -56,12 +85,12 @@ def _rest(port: int, path: str):
 def _wait_done(port: int, trials: int, deadline: float) -> str:
     """Poll the REST API until the experiment is DONE with ``trials`` succeeded trials (or fails)."""
     status = None
-    while time.time() < deadline:
+    while time.time() < deadline and not CANCEL.is_set():
         status = _rest(port, "check-status")["status"]
         done = sum(t["status"] == "SUCCEEDED" for t in _rest(port, "trial-jobs"))
         if status in ("ERROR", "STOPPED") or (status == "DONE" and done >= trials):
             break
-        time.sleep(2)
+        time.sleep(1)
     return status
 
 

@@ -1,12 +1,12 @@
 """`nnictl create` with the DiffusionNAG tuner at trialConcurrency 2 on the HPO example's space (every
 legacy type) and on a search_space.json written from a user's own ModelSpace (NNI's NAS-Bench-201
-space: tests/test_tuner.py). Every trial's parameters must lie inside the declared space."""
+space: tests/test_tuner.py). Every trial's parameters must lie inside the declared space. The three
+experiments run on the background nnictl worker (tests/helpers.py, nnictl_job) while other tests run."""
 
 from __future__ import annotations
 
 import json
 import math
-import os
 import sys
 import time
 from pathlib import Path
@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from nni_diffusionnag.integration.compat import free_port
-from helpers import META, _dispatcher_log, _nnictl, _rest
+from helpers import CANCEL, META, _dispatcher_log, _nnictl, _rest, nnictl_env, nnictl_job
 
 ROOT = Path(__file__).resolve().parents[1]
 HPO = ROOT / "examples" / "nnictl_hpo"
@@ -66,21 +66,20 @@ def _inside(spec: dict, value) -> bool:
 
 def _wait(port: int, trials: int, deadline: float) -> tuple:
     status, jobs = None, []
-    while time.time() < deadline:
+    while time.time() < deadline and not CANCEL.is_set():
         status = _rest(port, "check-status")["status"]
         jobs = _rest(port, "trial-jobs")
         if status in ("ERROR", "STOPPED") or (status == "DONE" and len(jobs) >= trials):
             break
-        time.sleep(2)
+        time.sleep(1)
     return status, jobs
 
 
 def _run(tmp_path: Path, search_space: dict, trial_dir: Path, trial_command: str, class_args: dict,
          trials: int = 4, timeout: float = 240, resume_to: int = 0) -> tuple:
-    home = tmp_path / "home"
-    home.mkdir()
+    (tmp_path / "home").mkdir()
     workdir = tmp_path / "experiments"
-    env = dict(os.environ, HOME=str(home), NNI_CONFIG_DIR=str(tmp_path / "nni-config"), OMP_NUM_THREADS="1")
+    env = nnictl_env(tmp_path)
     assert _nnictl("algo", "register", "--meta", str(META), env=env).returncode == 0
     (tmp_path / "search_space.json").write_text(json.dumps(search_space))
     config = {"searchSpaceFile": str(tmp_path / "search_space.json"), "trialCommand": trial_command,
@@ -126,23 +125,30 @@ def _check(status: str, jobs: list, log: str, search_space: dict, trials: int) -
     return params
 
 
-def test_hpo_example_then_resume(tmp_path):
+@nnictl_job
+def hpo_example_then_resume(tmp_path):
     space = json.loads((HPO / "search_space.json").read_text())
-    status, jobs, log = _run(tmp_path, space, HPO, f'"{sys.executable}" trial.py --epochs 1',
-                             {"optimize_mode": "maximize", "seed": 0, "warmup": 2, "batch_size": 2, "device": "cpu"},
-                             trials=2, resume_to=4)
+    return lambda: (space, *_run(tmp_path, space, HPO, f'"{sys.executable}" trial.py --epochs 1',
+                                 {"optimize_mode": "maximize", "seed": 0, "warmup": 2, "batch_size": 2,
+                                  "device": "cpu"}, trials=2, resume_to=4))
+
+
+@pytest.mark.nnictl_job("hpo_example_then_resume")
+def test_hpo_example_then_resume(nnictl_result):
+    space, status, jobs, log = nnictl_result
     params = _check(status, jobs, log, space, 4)  # 2, then 2 new ones after nnictl resume: none re-trained
     assert "DiffusionNAGTuner: imported 2 records (0 skipped)" in log
     assert all(isinstance(p["depth"], int) and isinstance(p["width"], int) for p in params)
     assert "exact prior" in log or "exact-product" in log  # independent choices: nothing to train
 
 
-def test_user_model_space_json(tmp_path):
+@nnictl_job
+def user_model_space_json(tmp_path):
     trial_dir = tmp_path / "trial"
     trial_dir.mkdir()
     (trial_dir / "user_space.py").write_text(USER_SPACE)
     (trial_dir / "trial.py").write_text(USER_TRIAL)
-    sys.path.insert(0, str(trial_dir))
+    sys.path.insert(0, str(trial_dir))  # in the main thread: the preparation of the job
     try:
         from user_space import UserNet
 
@@ -150,14 +156,25 @@ def test_user_model_space_json(tmp_path):
     finally:
         sys.path.remove(str(trial_dir))
         sys.modules.pop("user_space", None)
-    status, jobs, log = _run(tmp_path, space, trial_dir, f'"{sys.executable}" trial.py',
-                             {"seed": 1, "warmup": 2, "batch_size": 2, "device": "cpu"}, trials=3)
+    return lambda: (space, *_run(tmp_path, space, trial_dir, f'"{sys.executable}" trial.py',
+                                 {"seed": 1, "warmup": 2, "batch_size": 2, "device": "cpu"}, trials=3))
+
+
+@pytest.mark.nnictl_job("user_model_space_json")
+def test_user_model_space_json(nnictl_result):
+    space, status, jobs, log = nnictl_result
     _check(status, jobs, log, space, 3)
 
 
-def test_bad_class_args_stop_before_any_trial(tmp_path):
+@nnictl_job
+def bad_class_args(tmp_path):
     space = json.loads((HPO / "search_space.json").read_text())
-    status, jobs, log = _run(tmp_path, space, HPO, f'"{sys.executable}" trial.py --epochs 1',
-                             {"acquisition": "typo"}, timeout=60)
+    return lambda: _run(tmp_path, space, HPO, f'"{sys.executable}" trial.py --epochs 1', {"acquisition": "typo"},
+                        timeout=60)
+
+
+@pytest.mark.nnictl_job("bad_class_args")
+def test_bad_class_args_stop_before_any_trial(nnictl_result):
+    status, jobs, log = nnictl_result
     assert status == "ERROR" and jobs == [], (status, jobs)
     assert "acquisition='typo' is invalid; acquisition must be one of ['ucb', 'ei', 'mean']" in log

@@ -1,8 +1,10 @@
 """NNI's remote training service over SSH: trials of the DiffusionNAG tuner (nnictl route) run on
-"another host" - Debian's openssh-server on a free localhost port with throw-away keys."""
+"another host" - Debian's openssh-server on a free localhost port with throw-away keys. The experiment
+runs on the background nnictl worker (tests/helpers.py, nnictl_job) while other tests run."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -15,20 +17,23 @@ from pathlib import Path
 import pytest
 
 from nni_diffusionnag.integration.compat import free_port
-from helpers import FAST_TRIAL, META, _check_trials, _dispatcher_log, _nnictl, _rest, _wait_done
+from helpers import FAST_TRIAL, META, _check_trials, _dispatcher_log, _nnictl, _rest, _wait_done, nnictl_env, nnictl_job
 
 SSHD = Path("/usr/sbin/sshd")
 SSH_KEYGEN = shutil.which("ssh-keygen") or "/usr/bin/ssh-keygen"
 
 
-@pytest.fixture
-def sshd(tmp_path):
-    """sshd on 127.0.0.1:<free port>, root login with a throw-away key only; yields (port, key, remote home)."""
+def _need_sshd() -> None:
     for binary in (SSHD, Path(SSH_KEYGEN)):
         if not binary.is_file():
             pytest.skip(f"{binary} is missing (Debian package 'openssh-server'; scripts/setup.sh installs it as root)")
     if os.geteuid() != 0:
         pytest.skip("sshd needs root to accept logins (the test logs in as root)")
+
+
+@contextlib.contextmanager
+def sshd(tmp_path):
+    """sshd on 127.0.0.1:<free port>, root login with a throw-away key only; yields (port, key, remote home)."""
     d = tmp_path / "ssh"
     d.mkdir(mode=0o700)
     for name in ("host_key", "client_key"):
@@ -75,49 +80,62 @@ Subsystem sftp internal-sftp
         log.close()
 
 
-@pytest.mark.slow
-def test_remote_training_service_over_ssh(sshd, tmp_path, tiny_prior_path, search_space):  # noqa: F811
-    ssh_port, key, remote_home = sshd
-    home = tmp_path / "home"
-    home.mkdir()
+@nnictl_job
+def remote_training_service_over_ssh(tmp_path, tiny_prior_path, search_space):
+    _need_sshd()
+    (tmp_path / "home").mkdir()
     workdir = tmp_path / "experiments"
-    env = dict(os.environ, HOME=str(home), NNI_CONFIG_DIR=str(tmp_path / "nni-config"), OMP_NUM_THREADS="1")
-    assert _nnictl("algo", "register", "--meta", str(META), env=env).returncode == 0
+    env = nnictl_env(tmp_path)
     code = tmp_path / "code"
     code.mkdir()
     (code / "search_space.json").write_text(json.dumps(search_space))
     (code / "trial.py").write_text(FAST_TRIAL)
-    config = {
-        "experimentName": "dnag-remote-test",
-        "searchSpaceFile": "search_space.json",
-        "trialCommand": "python trial.py",  # python of pythonPath on the remote machine
-        "trialCodeDirectory": ".",
-        "trialConcurrency": 1,
-        "maxTrialNumber": 3,
-        "experimentWorkingDirectory": str(workdir),
-        "tuner": {"name": "DiffusionNAG", "classArgs": {
-            "seed": 0, "warmup": 2, "batch_size": 1, "n_candidates": 20, "device": "cpu",
-            "prior": str(tiny_prior_path)}},
-        "trainingService": {"platform": "remote", "reuseMode": False, "machineList": [{
-            "host": "127.0.0.1", "port": ssh_port, "user": "root", "sshKeyFile": str(key),
-            "pythonPath": str(Path(sys.executable).parent)}]},
-    }
-    (code / "config.yml").write_text(json.dumps(config))
 
-    t0 = time.time()
-    port = free_port()
-    created = _nnictl("create", "--config", str(code / "config.yml"), "--port", str(port), env=env, timeout=120)
-    try:
-        assert created.returncode == 0, created.stdout + created.stderr
-        exp_id = _rest(port, "experiment")["id"]
-        status = _wait_done(port, 3, t0 + 150)
-        trials = _rest(port, "trial-jobs")
-        log = _dispatcher_log(workdir, exp_id)
-        manager_log = workdir / exp_id / "log" / "nnimanager.log"
-        manager_log = manager_log.read_text()[-3000:] if manager_log.is_file() else ""
-        assert status == "DONE", f"status {status} after {time.time() - t0:.0f} s\n{log[-2000:]}\n{manager_log}"
-    finally:
-        _nnictl("stop", "--port", str(port), env=env)
-    print(f"\nremote over SSH: DONE in {time.time() - t0:.0f} s")
-    _check_trials(trials, 3)
-    assert (remote_home / "nni-experiments" / exp_id).is_dir()  # the trials really ran over SSH
+    def run() -> str:
+        with sshd(tmp_path) as (ssh_port, key, remote_home):
+            assert _nnictl("algo", "register", "--meta", str(META), env=env).returncode == 0
+            config = {
+                "experimentName": "dnag-remote-test",
+                "searchSpaceFile": "search_space.json",
+                "trialCommand": "python trial.py",  # python of pythonPath on the remote machine
+                "trialCodeDirectory": ".",
+                "trialConcurrency": 1,
+                "maxTrialNumber": 3,
+                "experimentWorkingDirectory": str(workdir),
+                "tuner": {"name": "DiffusionNAG", "classArgs": {
+                    "seed": 0, "warmup": 2, "batch_size": 1, "n_candidates": 20, "device": "cpu",
+                    "prior": str(tiny_prior_path)}},
+                "trainingService": {"platform": "remote", "reuseMode": False, "machineList": [{
+                    "host": "127.0.0.1", "port": ssh_port, "user": "root", "sshKeyFile": str(key),
+                    "pythonPath": str(Path(sys.executable).parent)}]},
+            }
+            (code / "config.yml").write_text(json.dumps(config))
+
+            t0 = time.time()
+            port = free_port()
+            created = _nnictl("create", "--config", str(code / "config.yml"), "--port", str(port), env=env,
+                              timeout=120)
+            try:
+                assert created.returncode == 0, created.stdout + created.stderr
+                exp_id = _rest(port, "experiment")["id"]
+                status = _wait_done(port, 3, t0 + 150)
+                trials = _rest(port, "trial-jobs")
+                log = _dispatcher_log(workdir, exp_id)
+                manager_log = workdir / exp_id / "log" / "nnimanager.log"
+                manager_log = manager_log.read_text()[-3000:] if manager_log.is_file() else ""
+                assert status == "DONE", f"status {status} after {time.time() - t0:.0f} s\n{log[-2000:]}\n{manager_log}"
+            finally:
+                _nnictl("stop", "--port", str(port), env=env)
+            report = f"remote over SSH: DONE in {time.time() - t0:.0f} s"
+            _check_trials(trials, 3)
+            assert (remote_home / "nni-experiments" / exp_id).is_dir()  # the trials really ran over SSH
+        return report
+
+    return run
+
+
+@pytest.mark.slow
+@pytest.mark.nnictl_job("remote_training_service_over_ssh")
+def test_remote_training_service_over_ssh(nnictl_result):
+    """The checks run in the job (remote_training_service_over_ssh, above): its assertions fail this test."""
+    print("\n" + nnictl_result)
