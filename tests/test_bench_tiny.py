@@ -1,0 +1,58 @@
+"""Tiny runs of `bench generate`, `bench guidance` and `bench transfer`: they write what the docs
+cite, and their figures are consistent with the table (the real figures are in docs/benchmarks.md)."""
+
+import json
+
+import numpy as np
+import pytest
+
+from nni_diffusionnag.bench.common import nb201_truth
+from nni_diffusionnag.bench.generate import run_generate_bench
+from nni_diffusionnag.bench.generate import summarize as generate_summary
+from nni_diffusionnag.bench.guidance import run_guidance_bench
+from nni_diffusionnag.bench.transfer import run_transfer_bench
+from nni_diffusionnag.bench.transfer import summarize as transfer_summary
+from nni_diffusionnag.nn.surrogate import SurrogateConfig
+from nni_diffusionnag.prior.model import SamplerConfig
+
+
+def test_bench_generate_tiny(tmp_path):
+    result = run_generate_bench(tmp_path, "nasbench201", n=40, steps=(5, 10), seeds=1, device="cpu")
+    data = json.loads((tmp_path / "generate.json").read_text())
+    assert (tmp_path / "generate.png").stat().st_size > 1000
+    assert [r["steps"] for r in data["rows"]] == [5, 10]
+    for row in data["rows"]:
+        assert 0.0 <= row["validity"] <= 1.0 and 0.0 < row["uniqueness"] <= 1.0 and row["seconds"] >= 0
+    assert "| 10 |" in generate_summary(result)
+
+
+def test_bench_guidance_tiny(nb201_csv, tmp_path):
+    result = run_guidance_bench(nb201_csv, tmp_path, columns=("cifar10_test_acc",), ns=(20,), k=16, seeds=1,
+                                scales=(0.0, 0.3), sampler=SamplerConfig(num_steps=6),
+                                surrogate=SurrogateConfig(hidden=8, steps=10, ensemble=2))
+    assert (tmp_path / "guidance.json").is_file() and (tmp_path / "guidance.png").stat().st_size > 1000
+    truth = nb201_truth(nb201_csv, "cifar10_test_acc")
+    col = result["columns"]["cifar10_test_acc"]
+    assert col["table_optimum"] == pytest.approx(truth.max()) and col["space_mean"] == pytest.approx(truth.mean())
+    row = col["by_n"]["20"][0]
+    for fig in (row["guided"], row["unguided"]):
+        assert truth.min() - 1e-9 <= fig["mean"] <= truth.max() + 1e-9  # accuracies of real cells
+    assert set(col["scale_sweep"]) == {"0.0", "0.3"}
+    assert 0.0 <= result["params_constrained"]["runs"][0]["within_budget"] <= 1.0
+
+
+def test_bench_transfer_tiny(nb201_csv, tmp_path):
+    result = run_transfer_bench(nb201_csv, tmp_path, seeds=1, budget=3, strategies=("RegularizedEvolution",),
+                                meta_steps=5)
+    data = json.loads((tmp_path / "transfer.json").read_text())
+    assert [(d["source"], d["target"]) for d in data["directions"]] == [
+        ("cifar10_test_acc", "cifar100_test_acc"), ("cifar100_test_acc", "cifar10_test_acc")]
+    for d in data["directions"]:
+        assert (tmp_path / f"meta-{d['source']}.pt").is_file()
+        truth = nb201_truth(nb201_csv, d["target"])
+        assert d["target_optimum"] == pytest.approx(truth.max())
+        run = d["runs"][0]
+        assert 1 <= len(run["metrics"]) <= 3
+        assert all(np.isclose(truth, m).any() for m in run["metrics"])  # each metric is a target-table value
+    assert "RegularizedEvolution" in transfer_summary(result)
+    assert (tmp_path / "transfer.md").read_text().strip() == transfer_summary(result)
