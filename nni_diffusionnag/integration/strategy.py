@@ -59,7 +59,7 @@ class DiffusionNAG(Strategy):
     discretize
         Bins for numerical mutables (``nni.uniform``...): an int for all of them or
         ``{label: n_bins}``; without it such a space is refused with an error naming the label.
-    batch_size, warmup, n_candidates, patience, seed
+    batch_size, warmup, n_candidates, patience, seed, threads
         The loop (:class:`~nni_diffusionnag.search.config.LoopConfig`).
     scale, acquisition, kappa, optimize_mode
         Guidance and ranking (:class:`~nni_diffusionnag.search.config.AcquisitionConfig`); kappa

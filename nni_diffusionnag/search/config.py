@@ -92,7 +92,11 @@ class LoopConfig:
     ``batch_size`` architectures are proposed per round (more: fewer refits, less adaptivity);
     the first ``warmup`` come from the unguided prior; ``n_candidates`` graphs are generated per
     round before ranking; the search stops after ``patience`` rounds in a row that yield nothing
-    new; ``seed`` (None: drawn and logged) seeds every random stream.
+    new; ``seed`` (None: drawn and logged) seeds every random stream. ``threads``: torch CPU
+    threads while a round is computed (restored afterwards; 0 leaves torch's setting). The
+    networks are tiny, so more threads gain little, and next to trials that share the CPU
+    (NNI's local training service runs them on the same machine) spinning threads slowed rounds
+    10-100x on a 2-core machine (docs/benchmarks.md §9).
     """
 
     batch_size: int = 5
@@ -100,6 +104,7 @@ class LoopConfig:
     n_candidates: int = 100
     patience: int = 3
     seed: Optional[int] = None
+    threads: int = 1
 
     def __post_init__(self) -> None:
         _int("batch_size", self.batch_size, 1)
@@ -110,6 +115,7 @@ class LoopConfig:
         _int("patience", self.patience, 1)
         if self.seed is not None:
             _int("seed", self.seed, 0, 2**31)
+        _int("threads", self.threads, 0)
 
 
 @dataclass(frozen=True)

@@ -29,13 +29,14 @@ for a refit, and only one round runs at a time.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import numbers
 import threading
 import time
 from collections import deque
-from typing import Any, Callable, Deque, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Deque, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -112,6 +113,20 @@ def check_feasible(space: GraphSpace, constraints: Sequence[Constraint], seed: i
                else f"the smallest of {len(types):,} random architectures of '{space.name}'")
         raise ValueError(f"DiffusionNAG: no architecture meets the constraint {c.name}: {how} costs "
                          f"{costs.min():.6g} (budget {c.budget:g}); raise the budget")
+
+
+@contextlib.contextmanager
+def _torch_threads(n: int) -> Iterator[None]:
+    """torch's intra-op CPU threads set to ``n`` inside the block (0: unchanged)."""
+    before = torch.get_num_threads()
+    if not n or n == before:
+        yield
+        return
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 class SearchCore:
@@ -237,7 +252,7 @@ class SearchCore:
 
     def _round(self) -> np.ndarray:
         """One proposal round: warm-up draws, or a refit followed by guided generation."""
-        with self._round_lock:
+        with self._round_lock, _torch_threads(self.config.loop.threads):
             t0 = time.time()
             with self._lock:
                 history = list(self._history)
