@@ -274,6 +274,12 @@ def _check_bench(args: argparse.Namespace) -> None:
         unknown = [d for d in args.datasets.split(",") if d not in known]
         if unknown:
             raise CliError(f"bench nbgraph: unknown datasets {unknown}; choose from {list(known)}")
+    if args.which == "speed":
+        from .bench.speed import SPACES
+
+        unknown = [name for name in args.spaces.split(",") if name not in SPACES]
+        if unknown:
+            raise CliError(f"bench speed: unknown spaces {unknown}; choose from {list(SPACES)}")
     if args.which in ("search", "transfer", "guidance", "durability"):
         if not args.table:
             raise CliError(f"bench {args.which} needs --table PATH (e.g. ../shared/data/nb201/nb201_test_acc.csv)")
@@ -299,6 +305,10 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
         result = run_hpo_bench(args.tuners.split(","), args.seeds if args.seeds is not None else 10, args.budget,
                                args.output, device=args.device)
+    elif args.which == "speed":
+        from .bench.speed import run_speed_bench, summarize
+
+        result = run_speed_bench(args.output, args.spaces.split(","), device=args.device)
     elif args.which == "nbgraph":
         from .bench.nbgraph import run_nbgraph_bench, summarize
 
@@ -382,7 +392,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="benchmarks behind docs/benchmarks.md (JSON + PNG)")
     p.add_argument("which", choices=["generate", "guidance", "search", "transfer", "mobilenetv3", "hpo", "durability",
-                                      "nbgraph"])
+                                      "nbgraph", "speed"])
     p.add_argument("--space", default="nasbench201")
     p.add_argument("--table", default=None, help="NB201 table CSV (guidance, search)")
     p.add_argument("--column", default="cifar10_test_acc", help="table column to maximise (search)")
@@ -397,6 +407,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="search: keep going after the table optimum (for timing a whole run)")
     p.add_argument("--datasets", default="cora,citeseer,pubmed,cs,physics,photo",
                    help="nbgraph: comma list of NAS-Bench-Graph datasets")
+    p.add_argument("--spaces", default="nasbench201,mobilenetv3,proxylessnas,constrained,nbgraph",
+                   help="speed: comma list of spaces")
     p.add_argument("--tuners", default="TPE,Anneal,Random,DiffusionNAG", help="hpo: comma list of tuners")
     p.add_argument("-n", type=_count(1), default=1000, help="graphs per run (generate)")
     p.add_argument("--flops-budget", type=_number, default=220.0, help="MFLOPs budget (mobilenetv3)")

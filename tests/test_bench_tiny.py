@@ -56,3 +56,17 @@ def test_bench_transfer_tiny(nb201_csv, tmp_path):
         assert all(np.isclose(truth, m).any() for m in run["metrics"])  # each metric is a target-table value
     assert "RegularizedEvolution" in transfer_summary(result)
     assert (tmp_path / "transfer.md").read_text().strip() == transfer_summary(result)
+
+
+def test_bench_speed_tiny(tmp_path):
+    from nni_diffusionnag.bench.speed import run_speed_bench, summarize
+
+    result = run_speed_bench(tmp_path, ["constrained"], n_results=6, repeats=1, n_valid=30, n_candidates=40,
+                             surrogate=SurrogateConfig(hidden=8, steps=5, ensemble=2),
+                             sampler=SamplerConfig(num_steps=6))
+    assert (tmp_path / "speed.json").is_file() and (tmp_path / "speed.png").stat().st_size > 1000
+    row = result["rows"][0]
+    assert row["prior"] == "exact-product" and row["checked"] == 30
+    assert row["valid"] == 1.0  # constraint breakers are rejected and 2-of-4 subsets repaired before a proposal
+    assert row["round_s"] == pytest.approx(row["fit_s"] + row["generate_s"], abs=2e-3)
+    assert "constrained" in summarize(result)
