@@ -39,6 +39,8 @@ def _make(name: str, seed: int, prior_path: Optional[str], device: str, meta_pre
 
     if name == "DiffusionNAG":
         return DiffusionNAG(seed=seed, prior=prior_path, device=device)
+    if name == "DiffusionNAG-exact":  # the closed-form prior of independent edges instead of the shipped one
+        return DiffusionNAG(seed=seed, prior_kind="exact", device=device)
     if name == "DiffusionNAG+transfer":
         if not meta_predictor:
             raise ValueError("DiffusionNAG+transfer needs a meta_predictor checkpoint")
@@ -52,7 +54,7 @@ def _make(name: str, seed: int, prior_path: Optional[str], device: str, meta_pre
     raise ValueError(f"unknown strategy {name!r}; choose from {STRATEGIES}")
 
 
-STRATEGIES = ("DiffusionNAG", "Random", "RegularizedEvolution", "TPE")
+STRATEGIES = ("DiffusionNAG", "Random", "RegularizedEvolution", "TPE", "DiffusionNAG-exact")
 
 
 @contextlib.contextmanager
@@ -103,7 +105,7 @@ def run_one(name: str, table: str | Path, column: str, seed: int, budget: int, p
 
 
 def run_search_bench(table: str | Path, column: str, output: str | Path, seeds: int = 10, budget: int = 300,
-                     strategies: Sequence[str] = STRATEGIES, prior_path: Optional[str] = None,
+                     strategies: Sequence[str] = STRATEGIES[:4], prior_path: Optional[str] = None,
                      device: str = "cpu", stop_at_optimum: bool = True) -> Dict[str, Any]:
     """All strategies x seeds; writes ``search-<column>.json`` and ``.png`` under ``output``.
 
