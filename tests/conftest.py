@@ -84,31 +84,38 @@ def ts_experiment(nb201_csv, tmp_path_factory):
         run.stop()
 
 
-class _NnictlWorker:
-    """Runs the prepared nnictl jobs (helpers.nnictl_job) one after another on a background thread."""
+class _BackgroundJobs:
+    """Runs the prepared background jobs (tests/helpers.py), one thread per lane, each lane's jobs
+    one after another."""
 
     def __init__(self) -> None:
         self.outcomes: dict = {}  # name -> (ok, value or exception)
         self.done: dict = {}
-        self.queue: list = []
-        self.thread = threading.Thread(target=self._work, name="nnictl-jobs", daemon=True)
+        self.lanes: dict = {}  # lane -> [(name, run)]
+        self.threads: list = []
 
-    def add(self, name: str, prepared) -> None:
+    def add(self, lane: str, name: str, run) -> None:
         self.done[name] = threading.Event()
-        self.queue.append((name, prepared))
+        self.lanes.setdefault(lane, []).append((name, run))
 
     def fail(self, name: str, exc: BaseException) -> None:
         self.outcomes[name] = (False, exc)
         self.done[name] = threading.Event()
         self.done[name].set()
 
-    def _work(self) -> None:
+    def start(self) -> None:
+        for lane, jobs in self.lanes.items():
+            thread = threading.Thread(target=self._work, args=(jobs,), name=f"background-{lane}", daemon=True)
+            thread.start()
+            self.threads.append(thread)
+
+    def _work(self, jobs: list) -> None:
         import helpers
 
-        for name, run in self.queue:
+        for name, run in jobs:
             try:
                 if helpers.CANCEL.is_set():
-                    raise RuntimeError("the session ended before this nnictl job ran")
+                    raise RuntimeError("the session ended before this background job ran")
                 self.outcomes[name] = (True, run())
             except BaseException as exc:  # assertions, skips, errors: raised again in the test
                 self.outcomes[name] = (False, exc)
@@ -117,9 +124,9 @@ class _NnictlWorker:
 
     def result(self, name: str, timeout: float):
         if name not in self.done:
-            raise RuntimeError(f"nnictl job {name!r} was not started (no selected test names it)")
+            raise RuntimeError(f"background job {name!r} was not started (no selected test names it)")
         if not self.done[name].wait(timeout):
-            raise TimeoutError(f"nnictl job {name!r} did not finish in {timeout:.0f} s")
+            raise TimeoutError(f"background job {name!r} did not finish in {timeout:.0f} s")
         ok, value = self.outcomes[name]
         if not ok:
             raise value
@@ -127,58 +134,59 @@ class _NnictlWorker:
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _nnictl_jobs(request, tmp_path_factory):
-    """Prepares, in the main thread, the nnictl jobs that the selected tests name and starts the
-    background worker on them (see tests/helpers.py); at the end, cancels waits and joins it."""
+def _background_jobs(request, tmp_path_factory):
+    """Prepares, in the main thread, the background jobs that the selected tests name and starts
+    the workers on them (see tests/helpers.py); at the end, cancels waits and joins them."""
     names = []
     for item in request.session.items:
-        for marker in item.iter_markers("nnictl_job"):
+        for marker in item.iter_markers("background_job"):
             if marker.args[0] not in names:
                 names.append(marker.args[0])
-    worker = _NnictlWorker()
+    jobs = _BackgroundJobs()
     if names:
         import helpers
 
         for name in names:
-            prepare = helpers.NNICTL_JOBS[name]
+            lane, prepare = helpers.BACKGROUND_JOBS[name]
             try:
                 kwargs = {arg: tmp_path_factory.mktemp(name) if arg == "tmp_path" else request.getfixturevalue(arg)
                           for arg in inspect.signature(prepare).parameters}
-                worker.add(name, prepare(**kwargs))
+                jobs.add(lane, name, prepare(**kwargs))
             except BaseException as exc:  # a skip or an error in the preparation: that test's outcome
-                worker.fail(name, exc)
-        worker.thread.start()
+                jobs.fail(name, exc)
+        jobs.start()
     try:
-        yield worker
+        yield jobs
     finally:
-        if worker.thread.is_alive():
+        if any(thread.is_alive() for thread in jobs.threads):
             import helpers
 
             helpers.CANCEL.set()  # the session ended early: stop waiting, stop the experiments
-            worker.thread.join(300)
+            for thread in jobs.threads:
+                thread.join(300)
 
 
 @pytest.fixture
-def nnictl_result(request, _nnictl_jobs):
-    """The outcome of the nnictl job this test names with @pytest.mark.nnictl_job(name)."""
-    marker = request.node.get_closest_marker("nnictl_job")
-    assert marker is not None, "nnictl_result needs @pytest.mark.nnictl_job(name)"
-    return _nnictl_jobs.result(marker.args[0], timeout=1800)
+def background_result(request, _background_jobs):
+    """The outcome of the background job this test names with @pytest.mark.background_job(name)."""
+    marker = request.node.get_closest_marker("background_job")
+    assert marker is not None, "background_result needs @pytest.mark.background_job(name)"
+    return _background_jobs.result(marker.args[0], timeout=1800)
 
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "stops_ts_experiment: stops the shared 'ts' experiment, so runs after "
                                        "every other test that uses it")
-    config.addinivalue_line("markers", "nnictl_job(name): the test checks the outcome of the background nnictl "
-                                       "job `name` (tests/helpers.py); it runs at the end of the session")
+    config.addinivalue_line("markers", "background_job(name): the test checks the outcome of the background job "
+                                       "`name` (tests/helpers.py); it runs at the end of the session")
 
 
 def pytest_collection_modifyitems(config, items):
     """The tests of the shared 'ts' experiment run one after another near the end of the session
     (its NNI manager is not left running under other tests), the one that stops it last; then the
-    tests of the background nnictl jobs, whose experiments ran meanwhile."""
+    tests of the background jobs, which ran meanwhile."""
     def group(item) -> int:
-        if item.get_closest_marker("nnictl_job"):
+        if item.get_closest_marker("background_job"):
             return 3
         if "ts_experiment" not in getattr(item, "fixturenames", ()):
             return 0

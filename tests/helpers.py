@@ -37,29 +37,41 @@ def _key(params: dict) -> tuple:
 
 
 def _nnictl(*args: str, env: dict, timeout: float = 60) -> subprocess.CompletedProcess:
-    # cwd: the repository, whatever directory a test running meanwhile has chdir'd to (nnictl_job)
+    # cwd: the repository, whatever directory a test running meanwhile has chdir'd to (background jobs)
     return subprocess.run([str(NNICTL), *args], capture_output=True, text=True, env=env, timeout=timeout, cwd=ROOT)
 
 
-# --- nnictl experiments in the background --------------------------------------------------------
-# An nnictl experiment mostly waits (manager and trial start-up, polling), so the slow nnictl tests
-# run theirs on a background worker (tests/conftest.py) while the other tests use the CPU; each
-# test then checks its own experiment's outcome. A job is registered with @nnictl_job: its function
-# is the *preparation*, called in the main thread when the session starts with the fixtures its
-# arguments name (``tmp_path``: a fresh directory of its own); it writes files, computes whatever
-# touches this process (NNI's label scopes, sys.path) and may skip, then returns the function the
-# worker calls: only subprocesses (nnictl, sshd) and REST calls, an environment built from
-# BASE_ENV, absolute paths, every NNI experiment stopped in a finally. What that function returns
-# (or raises: its assertions, a skip) is what the test marked @pytest.mark.nnictl_job(name) gets
-# from the ``nnictl_result`` fixture (or raises). CANCEL ends the waits early when the session ends.
+# --- slow subprocesses in the background ---------------------------------------------------------
+# An nnictl experiment mostly waits (manager and trial start-up, polling), and a test that only runs a
+# fresh interpreter needs nothing of this process: such tests run theirs on background workers
+# (tests/conftest.py; one thread per lane: "nnictl" experiments one after another, other
+# "subprocess"es one after another) while the other tests use the CPU, and check the outcome at the
+# end of the session. A job is registered with @nnictl_job or @subprocess_job: its function is the
+# *preparation*, called in the main thread when the session starts, with the fixtures its arguments
+# name (``tmp_path``: a fresh directory of its own); it writes files, computes whatever touches this
+# process (NNI's label scopes, sys.path, the package walk) and may skip, then returns the function a
+# worker calls: only subprocesses (nnictl, sshd, python) and REST calls, with an environment built
+# from BASE_ENV, an explicit cwd, a timeout, and every NNI experiment stopped in a finally. What
+# that function returns (or raises: its assertions, a skip) is what the test marked
+# @pytest.mark.background_job(name) gets from the ``background_result`` fixture (or raises).
+# CANCEL ends the waits early when the session ends before the jobs did.
 BASE_ENV = dict(os.environ)  # as collected: never a test's monkeypatched environment
-NNICTL_JOBS: dict = {}
+BACKGROUND_JOBS: dict = {}  # name -> (lane, preparation)
 CANCEL = threading.Event()
 
 
-def nnictl_job(prepare):
-    NNICTL_JOBS[prepare.__name__] = prepare
-    return prepare
+def _background_job(lane: str):
+    def register(prepare):
+        other = BACKGROUND_JOBS.get(prepare.__name__)
+        assert other is None or other[1].__module__ == prepare.__module__, f"two background jobs {prepare.__name__}"
+        BACKGROUND_JOBS[prepare.__name__] = (lane, prepare)
+        return prepare
+
+    return register
+
+
+nnictl_job = _background_job("nnictl")
+subprocess_job = _background_job("subprocess")
 
 
 def nnictl_env(tmp_path: Path) -> dict:

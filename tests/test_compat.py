@@ -29,6 +29,8 @@ from nni.nas.utils import serializer as nni_serializer  # noqa: E402
 from nni.runtime.tuner_command_channel.channel import TunerCommandChannel  # noqa: E402
 from nni.runtime.tuner_command_channel.command_type import CommandType, RequestTrialJobs, Terminate  # noqa: E402
 
+from helpers import BASE_ENV, subprocess_job  # noqa: E402
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = {"cell/0_1": "conv_3x3", "cell/0_2": "skip_connect", "cell/1_2": "none",
           "cell/0_3": "avg_pool_3x3", "cell/1_3": "conv_1x1", "cell/2_3": "conv_3x3"}
@@ -264,10 +266,11 @@ def test_experiment_models_dump_mutation_summary(tmp_path, monkeypatch):
         assert loaded.execute() == float(sum(len(v) for v in SAMPLE.values()))
 
 
-def test_trial_process_can_load_the_model():
+@subprocess_job
+def trial_process_loads_the_model():
     # What a 'ts' trial does with its parameters: nni.load the payload in a fresh interpreter, in
     # the experiment's cwd, and build the network. The class must be importable by its path.
-    space = compat.MutationSummaryModelSpace.from_model(NasBench201(), None)
+    space = compat.MutationSummaryModelSpace.from_model(NasBench201(), None)  # in the main thread
     payload = nni.dump(space.freeze(SAMPLE))
     code = (
         "import sys, warnings; warnings.simplefilter('ignore');"
@@ -275,7 +278,13 @@ def test_trial_process_can_load_the_model():
         "net = m.executable_model();"
         "print(type(m).__module__, type(m).__name__, tuple(net(torch.zeros(1, 3, 32, 32)).shape))"
     )
-    result = subprocess.run([sys.executable, "-c", code], input=payload, capture_output=True, text=True,
-                            cwd=REPO_ROOT, timeout=120)
+    return lambda: subprocess.run([sys.executable, "-c", code], input=payload, capture_output=True, text=True,
+                                  cwd=REPO_ROOT, timeout=120, env=BASE_ENV)
+
+
+@pytest.mark.background_job("trial_process_loads_the_model")
+def test_trial_process_can_load_the_model(background_result):
+    """The interpreter runs on the background subprocess worker (tests/helpers.py)."""
+    result = background_result
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.split() == ["nni_diffusionnag.integration.compat", "MutationSummaryModelSpace", "(1,", "10)"]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -11,6 +10,8 @@ import textwrap
 from pathlib import Path
 
 import pytest
+
+from helpers import BASE_ENV, subprocess_job
 
 pytestmark = pytest.mark.slow
 
@@ -52,17 +53,29 @@ SCRIPT = textwrap.dedent('''
 ''')
 
 
-def test_sigkill_then_resume_keeps_every_result(tmp_path):
+@subprocess_job
+def sigkill_then_resume(tmp_path):
     (tmp_path / "run.py").write_text(SCRIPT)
-    env = dict(os.environ, OMP_NUM_THREADS="1", HOME=str(tmp_path))
-    first = subprocess.run([sys.executable, "run.py", "run", str(tmp_path), "5"], cwd=tmp_path, env=env,
-                           capture_output=True, text=True, timeout=300)
+    env = dict(BASE_ENV, OMP_NUM_THREADS="1", HOME=str(tmp_path))
+
+    def run():
+        first = subprocess.run([sys.executable, "run.py", "run", str(tmp_path), "5"], cwd=tmp_path, env=env,
+                               capture_output=True, text=True, timeout=300)
+        before = (tmp_path / "evaluated.jsonl").read_text().splitlines() if first.returncode == -signal.SIGKILL else None
+        second = subprocess.run([sys.executable, "run.py", "resume", str(tmp_path), "1000"], cwd=tmp_path, env=env,
+                                capture_output=True, text=True, timeout=300) if before is not None else None
+        return tmp_path, first, before, second
+
+    return run
+
+
+@pytest.mark.background_job("sigkill_then_resume")
+def test_sigkill_then_resume_keeps_every_result(background_result):
+    """The two runs are on the background subprocess worker (tests/helpers.py)."""
+    tmp_path, first, before, second = background_result
     assert first.returncode == -signal.SIGKILL, first.stdout[-2000:] + first.stderr[-3000:]
-    before = (tmp_path / "evaluated.jsonl").read_text().splitlines()
     assert len(before) == 5
 
-    second = subprocess.run([sys.executable, "run.py", "resume", str(tmp_path), "1000"], cwd=tmp_path, env=env,
-                            capture_output=True, text=True, timeout=300)
     assert second.returncode == 0, second.stdout[-2000:] + second.stderr[-3000:]
     assert "search state restored: 5 results" in second.stderr + second.stdout
     evaluated = (tmp_path / "evaluated.jsonl").read_text().splitlines()

@@ -8,6 +8,9 @@ import sys
 from pathlib import Path
 
 import nni_diffusionnag
+import pytest
+
+from helpers import BASE_ENV, ROOT, subprocess_job
 
 PACKAGE = Path(nni_diffusionnag.__file__).resolve().parent
 # Consumers of the whole stack: the adapters themselves, the benchmarks against NNI's strategies, the CLI.
@@ -35,10 +38,9 @@ def test_stages_are_folders():
     assert {"space", "diffusion", "nn", "properties", "prior", "transfer", "search", "integration"} <= folders
 
 
-def test_only_the_adapters_import_nni():
-    """Every other module imports with ``nni`` made unimportable (walked, not listed by hand)."""
+@subprocess_job
+def adapters_only_import_nni():
     names = [n for n in _modules() if not n.startswith(NNI_ALLOWED) and not _is_shim(n)]
-    assert len(names) > 25, names  # the walk found the package
     code = f"""
 import importlib, sys
 class Block:
@@ -54,7 +56,16 @@ for name in {names!r}:
         failed.append((name, str(err)))
 print(failed)
 """
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    return lambda: (names, subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                                          env=BASE_ENV, cwd=ROOT))
+
+
+@pytest.mark.background_job("adapters_only_import_nni")
+def test_only_the_adapters_import_nni(background_result):
+    """Every other module imports with ``nni`` made unimportable (walked, not listed by hand). The
+    interpreter runs on the background subprocess worker (tests/helpers.py)."""
+    names, out = background_result
+    assert len(names) > 25, names  # the walk found the package
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.strip() == "[]", out.stdout
 
@@ -73,14 +84,21 @@ def test_shims_resolve_the_paths_nni_stores():
     assert "className: nni_diffusionnag.tuner.DiffusionNAGTuner" in meta
 
 
-def test_import_writes_nothing(tmp_path):
-    """Importing the package and its adapters leaves the cache and home untouched."""
+@subprocess_job
+def import_writes_nothing(tmp_path):
     env = {"HOME": str(tmp_path), "NNI_DIFFUSIONNAG_CACHE": str(tmp_path / "cache"), "XDG_CACHE_HOME": str(tmp_path / "xdg"),
            "PATH": "/usr/bin:/bin"}
     code = ("import nni_diffusionnag, nni_diffusionnag.integration.strategy, nni_diffusionnag.integration.tuner, "
             "nni_diffusionnag.integration.compat as c; c.install()")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env,
-                         cwd=tmp_path)
+    return lambda: (tmp_path, subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                                             env=env, cwd=tmp_path))
+
+
+@pytest.mark.background_job("import_writes_nothing")
+def test_import_writes_nothing(background_result):
+    """Importing the package and its adapters leaves the cache and home untouched. The interpreter
+    runs on the background subprocess worker (tests/helpers.py)."""
+    tmp_path, out = background_result
     assert out.returncode == 0, out.stderr[-3000:]
     # matplotlib (imported by NNI's dependencies, not by us) builds its font cache on first import
     written = [p for p in tmp_path.rglob("*") if p.is_file() and "matplotlib" not in p.parts]

@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 
+from helpers import BASE_ENV, ROOT, subprocess_job
 from nni_diffusionnag.space import NasBench201Space, SpaceSignature, get_space
 from nni_diffusionnag.space.nasbench201 import EDGES, NNI_OPS
 
@@ -88,8 +89,8 @@ def test_signature_stable_and_sensitive(space):
     assert SpaceSignature.from_dict(d2).digest != sig.digest
 
 
-def test_math_modules_do_not_import_nni():
-    """Space encoding, diffusion, networks, prior and generator work without NNI (docs/design.md, 'Data flow and layout')."""
+@subprocess_job
+def math_modules_without_nni():
     import subprocess
     import sys
 
@@ -97,5 +98,13 @@ def test_math_modules_do_not_import_nni():
             "nni_diffusionnag.diffusion.guidance, nni_diffusionnag.nn.surrogate, nni_diffusionnag.prior.model, "
             "nni_diffusionnag.search.generator, nni_diffusionnag.prior.training, nni_diffusionnag.properties; "
             "print(sorted(m for m in sys.modules if m == 'nni' or m.startswith('nni.')))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    return lambda: subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                                  timeout=300, env=BASE_ENV, cwd=ROOT).stdout
+
+
+@pytest.mark.background_job("math_modules_without_nni")
+def test_math_modules_do_not_import_nni(background_result):
+    """Space encoding, diffusion, networks, prior and generator work without NNI (docs/design.md, 'Data flow and layout').
+    The interpreter runs on the background subprocess worker (tests/helpers.py)."""
+    out = background_result
     assert out.strip() == "[]"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import runpy
 import subprocess
 import sys
@@ -22,7 +21,7 @@ import nni  # noqa: E402
 
 from nni_diffusionnag.integration.compat import free_port  # noqa: E402
 from helpers import (EXAMPLE, FAST_TRIAL, LABELS, META, OPS, _check_trials, _dispatcher_log, _key, _nnictl,  # noqa: E402
-                     _rest, _score, _valid, _wait_done, nnictl_env, nnictl_job, ROOT)
+                     _rest, _score, _valid, _wait_done, BASE_ENV, nnictl_env, nnictl_job, ROOT, subprocess_job)
 
 
 
@@ -67,11 +66,19 @@ def test_example_config_loads_in_nni():
     assert custom.tuner.class_name == "nni_diffusionnag.integration.tuner.DiffusionNAGTuner"
 
 
-def test_example_trial_runs_standalone():
-    """trial.py outside an experiment: trains its default cell briefly and reports (tiny settings)."""
-    out = subprocess.run([sys.executable, "trial.py", "--cells", "1", "--epochs", "1", "--train-samples", "32",
-                          "--image-size", "16"], cwd=EXAMPLE, capture_output=True, text=True, timeout=120,
-                         env=dict(os.environ, OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES=""))
+@subprocess_job
+def example_trial_standalone():
+    env = dict(BASE_ENV, OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
+    return lambda: subprocess.run([sys.executable, "trial.py", "--cells", "1", "--epochs", "1", "--train-samples", "32",
+                                   "--image-size", "16"], cwd=EXAMPLE, capture_output=True, text=True, timeout=120,
+                                  env=env)
+
+
+@pytest.mark.background_job("example_trial_standalone")
+def test_example_trial_runs_standalone(background_result):
+    """trial.py outside an experiment: trains its default cell briefly and reports (tiny settings).
+    It runs on the background subprocess worker (tests/helpers.py)."""
+    out = background_result
     assert out.returncode == 0, out.stderr[-2000:]
     assert "final validation accuracy" in out.stdout and "Final result" in out.stdout + out.stderr
 
@@ -256,11 +263,22 @@ def test_update_search_space_again(make_tuner, search_space):
 
 
 # --- registration ------------------------------------------------------------------------------
-def test_nnictl_algo_register(tmp_path, monkeypatch):
-    env = dict(os.environ, NNI_CONFIG_DIR=str(tmp_path), OMP_NUM_THREADS="1")
-    out = _nnictl("algo", "register", "--meta", str(META), env=env)
+@subprocess_job
+def nnictl_algo_register(tmp_path):
+    env = dict(BASE_ENV, NNI_CONFIG_DIR=str(tmp_path), OMP_NUM_THREADS="1")
+
+    def run():
+        out = _nnictl("algo", "register", "--meta", str(META), env=env)
+        return tmp_path, out, _nnictl("algo", "list", env=env).stdout
+
+    return run
+
+
+@pytest.mark.background_job("nnictl_algo_register")
+def test_nnictl_algo_register(background_result, monkeypatch):
+    """nnictl algo register and list run on the background subprocess worker (tests/helpers.py)."""
+    tmp_path, out, listing = background_result
     assert "DiffusionNAG registered" in out.stdout, out.stdout + out.stderr
-    listing = _nnictl("algo", "list", env=env).stdout
     assert any("DiffusionNAG" in line and "DiffusionNAGTuner" in line and "user" in line
                for line in listing.splitlines()), listing
     assert "DiffusionNAG" in (tmp_path / "registered_algorithms.yml").read_text()
@@ -350,9 +368,9 @@ def nnictl_create_and_resume(tmp_path, tiny_prior_path, search_space):
 
 
 @pytest.mark.slow
-@pytest.mark.nnictl_job("nnictl_create_and_resume")
-def test_nnictl_create_and_resume_with_diffusionnag_tuner(nnictl_result):
+@pytest.mark.background_job("nnictl_create_and_resume")
+def test_nnictl_create_and_resume_with_diffusionnag_tuner(background_result):
     """nnictl algo register + create -> NNI manager -> our tuner -> 3 trials -> DONE; then nnictl
     resume replays them (import_data) and 2 more new trials run. The checks run in the job
     (nnictl_create_and_resume, above): its assertions fail this test."""
-    print("\n" + "\n".join(nnictl_result))
+    print("\n" + "\n".join(background_result))
