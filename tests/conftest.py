@@ -8,6 +8,10 @@ from pathlib import Path
 # shared two-core machine OpenBLAS's own threads contend, and one least-squares fit of the generic
 # MobileNetV3 cost (test_mobilenetv3) takes ~40 s instead of ~2 s.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+# OpenMP threads that wait sleep instead of spinning (set before torch loads libgomp; subprocesses
+# inherit it): a test on two torch threads next to trial processes otherwise takes 30 s instead of 5,
+# and starves an NNI dispatcher that has 10 s to connect.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
@@ -85,18 +89,22 @@ def ts_experiment(nb201_csv, tmp_path_factory):
 
 
 class _BackgroundJobs:
-    """Runs the prepared background jobs (tests/helpers.py), one thread per lane, each lane's jobs
-    one after another."""
+    """Runs the prepared background jobs (tests/helpers.py) one after another on one thread: first
+    the plain subprocesses (next to the shared 'ts' experiment, which runs first in the main
+    thread), then the nnictl experiments (next to the other tests). One at a time, so that an NNI
+    dispatcher, which has 10 s to connect, never starts next to more than the main thread's test."""
+
+    LANE_ORDER = ("subprocess", "nnictl")
 
     def __init__(self) -> None:
         self.outcomes: dict = {}  # name -> (ok, value or exception)
         self.done: dict = {}
-        self.lanes: dict = {}  # lane -> [(name, run)]
-        self.threads: list = []
+        self.queue: list = []  # (lane, name, run)
+        self.thread = threading.Thread(target=self._work, name="background-jobs", daemon=True)
 
     def add(self, lane: str, name: str, run) -> None:
         self.done[name] = threading.Event()
-        self.lanes.setdefault(lane, []).append((name, run))
+        self.queue.append((lane, name, run))
 
     def fail(self, name: str, exc: BaseException) -> None:
         self.outcomes[name] = (False, exc)
@@ -104,15 +112,13 @@ class _BackgroundJobs:
         self.done[name].set()
 
     def start(self) -> None:
-        for lane, jobs in self.lanes.items():
-            thread = threading.Thread(target=self._work, args=(jobs,), name=f"background-{lane}", daemon=True)
-            thread.start()
-            self.threads.append(thread)
+        self.queue.sort(key=lambda job: self.LANE_ORDER.index(job[0]))  # stable within a lane
+        self.thread.start()
 
-    def _work(self, jobs: list) -> None:
+    def _work(self) -> None:
         import helpers
 
-        for name, run in jobs:
+        for _, name, run in self.queue:
             try:
                 if helpers.CANCEL.is_set():
                     raise RuntimeError("the session ended before this background job ran")
@@ -158,20 +164,21 @@ def _background_jobs(request, tmp_path_factory):
     try:
         yield jobs
     finally:
-        if any(thread.is_alive() for thread in jobs.threads):
+        if jobs.thread.is_alive():
             import helpers
 
             helpers.CANCEL.set()  # the session ended early: stop waiting, stop the experiments
-            for thread in jobs.threads:
-                thread.join(300)
+            jobs.thread.join(600)
 
 
 @pytest.fixture
 def background_result(request, _background_jobs):
-    """The outcome of the background job this test names with @pytest.mark.background_job(name)."""
+    """Call it for the outcome of the background job this test names with
+    @pytest.mark.background_job(name): what the job returned, or its exception raised (an assertion
+    of the job fails the test, a skip skips it)."""
     marker = request.node.get_closest_marker("background_job")
     assert marker is not None, "background_result needs @pytest.mark.background_job(name)"
-    return _background_jobs.result(marker.args[0], timeout=1800)
+    return lambda: _background_jobs.result(marker.args[0], timeout=1800)
 
 
 def pytest_configure(config):
@@ -182,14 +189,14 @@ def pytest_configure(config):
 
 
 def pytest_collection_modifyitems(config, items):
-    """The tests of the shared 'ts' experiment run one after another near the end of the session
-    (its NNI manager is not left running under other tests), the one that stops it last; then the
-    tests of the background jobs, which ran meanwhile."""
+    """The tests of the shared 'ts' experiment run first, one after another (its NNI manager is not
+    left running under other tests), the one that stops it last; the tests of the background jobs,
+    which run meanwhile, come at the end."""
     def group(item) -> int:
         if item.get_closest_marker("background_job"):
             return 3
         if "ts_experiment" not in getattr(item, "fixturenames", ()):
-            return 0
-        return 2 if item.get_closest_marker("stops_ts_experiment") else 1
+            return 2
+        return 1 if item.get_closest_marker("stops_ts_experiment") else 0
 
     items[:] = sorted(items, key=group)  # stable: the order within each group is kept

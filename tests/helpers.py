@@ -43,18 +43,18 @@ def _nnictl(*args: str, env: dict, timeout: float = 60) -> subprocess.CompletedP
 
 # --- slow subprocesses in the background ---------------------------------------------------------
 # An nnictl experiment mostly waits (manager and trial start-up, polling), and a test that only runs a
-# fresh interpreter needs nothing of this process: such tests run theirs on background workers
-# (tests/conftest.py; one thread per lane: "nnictl" experiments one after another, other
-# "subprocess"es one after another) while the other tests use the CPU, and check the outcome at the
-# end of the session. A job is registered with @nnictl_job or @subprocess_job: its function is the
-# *preparation*, called in the main thread when the session starts, with the fixtures its arguments
-# name (``tmp_path``: a fresh directory of its own); it writes files, computes whatever touches this
-# process (NNI's label scopes, sys.path, the package walk) and may skip, then returns the function a
-# worker calls: only subprocesses (nnictl, sshd, python) and REST calls, with an environment built
-# from BASE_ENV, an explicit cwd, a timeout, and every NNI experiment stopped in a finally. What
-# that function returns (or raises: its assertions, a skip) is what the test marked
-# @pytest.mark.background_job(name) gets from the ``background_result`` fixture (or raises).
-# CANCEL ends the waits early when the session ends before the jobs did.
+# fresh interpreter needs nothing of this process: such tests run theirs on a background worker
+# (tests/conftest.py: one job at a time, the "subprocess" ones first, then the "nnictl" ones) while
+# the other tests use the CPU, and check the outcome at the end of the session. A job is registered
+# with @nnictl_job or @subprocess_job: its function is the *preparation*, called in the main thread
+# when the session starts, with the fixtures its arguments name (``tmp_path``: a fresh directory of
+# its own); it writes files, computes whatever touches this process (NNI's label scopes, sys.path,
+# the package walk) and may skip, then returns the function the worker calls: only subprocesses
+# (nnictl, sshd, python) and REST calls, with an environment built from BASE_ENV, an explicit cwd, a
+# timeout, and every NNI experiment stopped in a finally. The test marked
+# @pytest.mark.background_job(name) calls its ``background_result`` fixture for what that function
+# returned (or gets what it raised: its assertions fail the test, a skip skips it). CANCEL ends the
+# waits early when the session ends before the jobs did.
 BASE_ENV = dict(os.environ)  # as collected: never a test's monkeypatched environment
 BACKGROUND_JOBS: dict = {}  # name -> (lane, preparation)
 CANCEL = threading.Event()

@@ -285,6 +285,6 @@ def trial_process_loads_the_model():
 @pytest.mark.background_job("trial_process_loads_the_model")
 def test_trial_process_can_load_the_model(background_result):
     """The interpreter runs on the background subprocess worker (tests/helpers.py)."""
-    result = background_result
+    result = background_result()
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.split() == ["nni_diffusionnag.integration.compat", "MutationSummaryModelSpace", "(1,", "10)"]

@@ -72,7 +72,7 @@ def sigkill_then_resume(tmp_path):
 @pytest.mark.background_job("sigkill_then_resume")
 def test_sigkill_then_resume_keeps_every_result(background_result):
     """The two runs are on the background subprocess worker (tests/helpers.py)."""
-    tmp_path, first, before, second = background_result
+    tmp_path, first, before, second = background_result()
     assert first.returncode == -signal.SIGKILL, first.stdout[-2000:] + first.stderr[-3000:]
     assert len(before) == 5
 

@@ -268,4 +268,4 @@ def exact_prior_without_nni():
 @pytest.mark.background_job("exact_prior_without_nni")
 def test_no_nni_import(background_result):
     """The interpreter runs (check=True) on the background subprocess worker (tests/helpers.py)."""
-    assert background_result.returncode == 0
+    assert background_result().returncode == 0

@@ -26,7 +26,7 @@ def mobilenetv3_flops_budget_example():
 @pytest.mark.background_job("mobilenetv3_flops_budget_example")
 def test_mobilenetv3_flops_budget_example(background_result):
     """The example runs on the background subprocess worker (tests/helpers.py)."""
-    out = background_result
+    out = background_result()
     assert out.returncode == 0, out.stderr[-2000:]
     within = re.search(r"generated 20 networks: ([\d.]+)% within 220 MFLOPs", out.stdout)
     assert within and float(within.group(1)) >= 95.0, out.stdout

@@ -64,7 +64,7 @@ print(failed)
 def test_only_the_adapters_import_nni(background_result):
     """Every other module imports with ``nni`` made unimportable (walked, not listed by hand). The
     interpreter runs on the background subprocess worker (tests/helpers.py)."""
-    names, out = background_result
+    names, out = background_result()
     assert len(names) > 25, names  # the walk found the package
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.strip() == "[]", out.stdout
@@ -98,7 +98,7 @@ def import_writes_nothing(tmp_path):
 def test_import_writes_nothing(background_result):
     """Importing the package and its adapters leaves the cache and home untouched. The interpreter
     runs on the background subprocess worker (tests/helpers.py)."""
-    tmp_path, out = background_result
+    tmp_path, out = background_result()
     assert out.returncode == 0, out.stderr[-3000:]
     # matplotlib (imported by NNI's dependencies, not by us) builds its font cache on first import
     written = [p for p in tmp_path.rglob("*") if p.is_file() and "matplotlib" not in p.parts]

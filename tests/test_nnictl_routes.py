@@ -135,7 +135,7 @@ def hpo_example_then_resume(tmp_path):
 
 @pytest.mark.background_job("hpo_example_then_resume")
 def test_hpo_example_then_resume(background_result):
-    space, status, jobs, log = background_result
+    space, status, jobs, log = background_result()
     params = _check(status, jobs, log, space, 4)  # 2, then 2 new ones after nnictl resume: none re-trained
     assert "DiffusionNAGTuner: imported 2 records (0 skipped)" in log
     assert all(isinstance(p["depth"], int) and isinstance(p["width"], int) for p in params)
@@ -162,7 +162,7 @@ def user_model_space_json(tmp_path):
 
 @pytest.mark.background_job("user_model_space_json")
 def test_user_model_space_json(background_result):
-    space, status, jobs, log = background_result
+    space, status, jobs, log = background_result()
     _check(status, jobs, log, space, 3)
 
 
@@ -175,6 +175,6 @@ def bad_class_args(tmp_path):
 
 @pytest.mark.background_job("bad_class_args")
 def test_bad_class_args_stop_before_any_trial(background_result):
-    status, jobs, log = background_result
+    status, jobs, log = background_result()
     assert status == "ERROR" and jobs == [], (status, jobs)
     assert "acquisition='typo' is invalid; acquisition must be one of ['ucb', 'ei', 'mean']" in log

@@ -138,4 +138,4 @@ def remote_training_service_over_ssh(tmp_path, tiny_prior_path, search_space):
 @pytest.mark.background_job("remote_training_service_over_ssh")
 def test_remote_training_service_over_ssh(background_result):
     """The checks run in the job (remote_training_service_over_ssh, above): its assertions fail this test."""
-    print("\n" + background_result)
+    print("\n" + background_result())

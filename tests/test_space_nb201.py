@@ -106,5 +106,5 @@ def math_modules_without_nni():
 def test_math_modules_do_not_import_nni(background_result):
     """Space encoding, diffusion, networks, prior and generator work without NNI (docs/design.md, 'Data flow and layout').
     The interpreter runs on the background subprocess worker (tests/helpers.py)."""
-    out = background_result
+    out = background_result()
     assert out.strip() == "[]"

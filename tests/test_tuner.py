@@ -78,7 +78,7 @@ def example_trial_standalone():
 def test_example_trial_runs_standalone(background_result):
     """trial.py outside an experiment: trains its default cell briefly and reports (tiny settings).
     It runs on the background subprocess worker (tests/helpers.py)."""
-    out = background_result
+    out = background_result()
     assert out.returncode == 0, out.stderr[-2000:]
     assert "final validation accuracy" in out.stdout and "Final result" in out.stdout + out.stderr
 
@@ -277,7 +277,7 @@ def nnictl_algo_register(tmp_path):
 @pytest.mark.background_job("nnictl_algo_register")
 def test_nnictl_algo_register(background_result, monkeypatch):
     """nnictl algo register and list run on the background subprocess worker (tests/helpers.py)."""
-    tmp_path, out, listing = background_result
+    tmp_path, out, listing = background_result()
     assert "DiffusionNAG registered" in out.stdout, out.stdout + out.stderr
     assert any("DiffusionNAG" in line and "DiffusionNAGTuner" in line and "user" in line
                for line in listing.splitlines()), listing
@@ -373,4 +373,4 @@ def test_nnictl_create_and_resume_with_diffusionnag_tuner(background_result):
     """nnictl algo register + create -> NNI manager -> our tuner -> 3 trials -> DONE; then nnictl
     resume replays them (import_data) and 2 more new trials run. The checks run in the job
     (nnictl_create_and_resume, above): its assertions fail this test."""
-    print("\n" + "\n".join(background_result))
+    print("\n" + "\n".join(background_result()))
