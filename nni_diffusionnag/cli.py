@@ -246,20 +246,23 @@ def _bench_seeds(text: str):
         raise argparse.ArgumentTypeError(str(err)) from None
 
 
+def _check_names(command: str, noun: str, text: str, allowed) -> None:
+    """``CliError`` naming every entry of the comma list ``text`` that is not in ``allowed``."""
+    unknown = [name for name in text.split(",") if name not in allowed]
+    if unknown:
+        raise CliError(f"{command}: unknown {noun} {unknown}; choose from {list(allowed)}")
+
+
 def _check_bench(args: argparse.Namespace) -> None:
     """Every argument of a bench run, before its first run."""
     if args.which == "search":
         from .bench.search import STRATEGIES
 
-        unknown = [s for s in args.strategies.split(",") if s not in STRATEGIES]
-        if unknown:
-            raise CliError(f"bench search: unknown strategies {unknown}; choose from {list(STRATEGIES)}")
+        _check_names("bench search", "strategies", args.strategies, STRATEGIES)
     if args.which == "hpo":
         from .bench.hpo import TUNERS
 
-        unknown = [t for t in args.tuners.split(",") if t not in TUNERS]
-        if unknown:
-            raise CliError(f"bench hpo: unknown tuners {unknown}; choose from {list(TUNERS)}")
+        _check_names("bench hpo", "tuners", args.tuners, TUNERS)
     if args.which == "nbgraph":
         from .bench import nbgraph
 
@@ -267,19 +270,12 @@ def _check_bench(args: argparse.Namespace) -> None:
             nbgraph.check_installed()
         except ValueError as err:
             raise CliError(str(err)) from None
-        unknown = [s for s in args.strategies.split(",") if s not in nbgraph.STRATEGIES]
-        if unknown:
-            raise CliError(f"bench nbgraph: unknown strategies {unknown}; choose from {list(nbgraph.STRATEGIES)}")
-        known = nbgraph.DATASETS + ("computers", "arxiv", "proteins")
-        unknown = [d for d in args.datasets.split(",") if d not in known]
-        if unknown:
-            raise CliError(f"bench nbgraph: unknown datasets {unknown}; choose from {list(known)}")
+        _check_names("bench nbgraph", "strategies", args.strategies, nbgraph.STRATEGIES)
+        _check_names("bench nbgraph", "datasets", args.datasets, nbgraph.ALL_DATASETS)
     if args.which == "speed":
         from .bench.speed import SPACES
 
-        unknown = [name for name in args.spaces.split(",") if name not in SPACES]
-        if unknown:
-            raise CliError(f"bench speed: unknown spaces {unknown}; choose from {list(SPACES)}")
+        _check_names("bench speed", "spaces", args.spaces, SPACES)
     if args.which in ("search", "transfer", "guidance", "durability"):
         if not args.table:
             raise CliError(f"bench {args.which} needs --table PATH (e.g. ../shared/data/nb201/nb201_test_acc.csv)")
@@ -293,7 +289,7 @@ def _check_bench(args: argparse.Namespace) -> None:
 def _cmd_bench(args: argparse.Namespace) -> int:
     _check_bench(args)
     if isinstance(args.seeds, list) and args.which not in ("hpo", "nbgraph"):
-        raise SystemExit(f"bench {args.which}: --seeds takes a number of seeds (a list or range is for bench hpo)")
+        raise SystemExit(f"bench {args.which}: --seeds takes a number of seeds (a list or range is for bench hpo and nbgraph)")
     if args.budget is None:
         args.budget = {"hpo": 60, "durability": 50, "nbgraph": 200}.get(args.which, 300)
     if args.which == "durability":

@@ -13,11 +13,11 @@ import torch.nn as tnn
 import nni
 from nni.mutable import ensure_frozen
 from nni.mutable.annotation import ExpressionConstraint
-from nni.nas.evaluator import Evaluator
 from nni.nas.execution import SequentialExecutionEngine
 from nni.nas.nn.pytorch import InputChoice, LayerChoice, ModelSpace, Repeat, model_context
 from nni.nas.space import SimplifiedModelSpace
 
+from helpers import SampleLengthEvaluator
 from nni_diffusionnag.exceptions import UnsupportedSpaceError
 from nni_diffusionnag.integration.mutables import generic_space
 from nni_diffusionnag.integration.strategy import DiffusionNAG
@@ -79,16 +79,6 @@ class FuzzSpace(ModelSpace):
         return x
 
 
-@nni.trace
-class CountEvaluator(Evaluator):
-    """Metric: the number of characters in the sample's values (fast, deterministic)."""
-
-    def _execute(self, model):
-        value = float(sum(len(str(v)) for v in model.sample.values()))
-        nni.report_final_result(value)
-        return value
-
-
 @contextmanager
 def _hang_guard(seconds: int, what: str):
     """Fail (not time) a case that hangs: SIGALRM after a generous bound."""
@@ -120,7 +110,7 @@ def test_200_random_spaces_search_or_are_refused_by_name():
                                 sampler=SamplerConfig(num_steps=4))
         with _hang_guard(120, f"space {seed}"):
             try:
-                space = SimplifiedModelSpace.from_model(model_space, CountEvaluator())
+                space = SimplifiedModelSpace.from_model(model_space, SampleLengthEvaluator())
                 strategy(space, SequentialExecutionEngine(max_model_count=3))
             except UnsupportedSpaceError as err:
                 assert model_space.numeric_labels and discretize is None, f"space {seed}: {err}"

@@ -7,25 +7,15 @@ import pytest
 import torch.nn as tnn
 
 import nni
-from nni.nas.evaluator import Evaluator
 from nni.nas.execution import SequentialExecutionEngine
 from nni.nas.nn.pytorch import InputChoice, LayerChoice, ModelSpace, MutableDropout, Repeat
 from nni.nas.space import SimplifiedModelSpace
 
+from helpers import SampleLengthEvaluator
 from nni_diffusionnag.exceptions import UnsupportedSpaceError
 from nni_diffusionnag.nn.surrogate import SurrogateConfig
 from nni_diffusionnag.prior.model import SamplerConfig
 from nni_diffusionnag.integration.strategy import DiffusionNAG
-
-
-@nni.trace
-class SampleLengthEvaluator(Evaluator):
-    """A synthetic metric: the total length of the printed decision values (fast, deterministic)."""
-
-    def _execute(self, model):
-        value = float(sum(len(str(v)) for v in model.sample.values()))
-        nni.report_final_result(value)
-        return value
 
 
 class MixedSpace(ModelSpace):

@@ -49,13 +49,15 @@ from tqdm.auto import tqdm  # noqa: E402
 from .common import machine_info, peak_rss_mb, write_json  # noqa: E402
 from .hpo import parse_seeds  # noqa: E402
 
-__all__ = ["DATASETS", "STRATEGIES", "CHECKPOINTS", "GraphCellSpace", "NasBenchGraphEvaluator", "load_table",
+__all__ = ["DATASETS", "ALL_DATASETS", "STRATEGIES", "CHECKPOINTS", "GraphCellSpace", "NasBenchGraphEvaluator", "load_table",
            "run_one", "run_nbgraph_bench", "summarize", "check_installed"]
 
 _logger = logging.getLogger(__name__)
 
 #: The datasets the benchmark is developed and reported on.
 DATASETS = ("cora", "citeseer", "pubmed", "cs", "physics", "photo")
+#: Every dataset the package's tables hold.
+ALL_DATASETS = DATASETS + ("computers", "arxiv", "proteins")
 STRATEGIES = ("DiffusionNAG", "Random", "RegularizedEvolution", "TPE")
 CHECKPOINTS = (10, 20, 50, 100, 200)
 NODES = 4
@@ -75,13 +77,9 @@ def load_table(dataset: str) -> Dict[int, Dict[str, float]]:
     check_installed()
     from nas_bench_graph import light_read
 
-    if dataset not in _all_datasets():
-        raise ValueError(f"unknown NAS-Bench-Graph dataset {dataset!r}; choose from {_all_datasets()}")
+    if dataset not in ALL_DATASETS:
+        raise ValueError(f"unknown NAS-Bench-Graph dataset {dataset!r}; choose from {list(ALL_DATASETS)}")
     return light_read(dataset)
-
-
-def _all_datasets() -> Tuple[str, ...]:
-    return DATASETS + ("computers", "arxiv", "proteins")
 
 
 def _ops() -> List[str]:
@@ -216,7 +214,6 @@ def _make(name: str, seed: int, device: str):
 def run_one(name: str, dataset: str, seed: int, budget: int, device: str = "cpu",
             table: Optional[Dict[int, Dict[str, float]]] = None) -> Dict[str, Any]:
     """One search of ``budget`` trained architectures; the (hash, valid, test) of each in arrival order."""
-    import nni
     from nni.nas.execution import SequentialExecutionEngine
     from nni.nas.execution.event import ModelEventType
     from nni.nas.space import SimplifiedModelSpace
@@ -285,9 +282,9 @@ def run_nbgraph_bench(output: str | Path, datasets: Sequence[str] = DATASETS, se
     unknown = [s for s in strategies if s not in STRATEGIES]
     if unknown or not strategies:
         raise ValueError(f"unknown strategies {unknown}; choose from {list(STRATEGIES)}")
-    bad = [d for d in datasets if d not in _all_datasets()]
+    bad = [d for d in datasets if d not in ALL_DATASETS]
     if bad or not datasets:
-        raise ValueError(f"unknown NAS-Bench-Graph datasets {bad}; choose from {list(_all_datasets())}")
+        raise ValueError(f"unknown NAS-Bench-Graph datasets {bad}; choose from {list(ALL_DATASETS)}")
     if budget < 1:
         raise ValueError(f"budget must be >= 1, got {budget}")
     refs, runs = {}, []
