@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import BASE_ENV, subprocess_job
+from helpers import BASE_ENV, _nnictl, nnictl_env, nnictl_job, subprocess_job
 
 pytestmark = pytest.mark.slow
 
@@ -82,6 +82,113 @@ def test_sigkill_then_resume_keeps_every_result(background_result):
     assert len(evaluated) == 10, evaluated  # the budget, with the 5 earlier results counted once
     assert len(set(evaluated)) == 10  # no architecture trained twice
     assert "RESULTS 10" in second.stdout
+
+
+TS_EVALUATOR = textwrap.dedent('''
+    import json, time
+    from pathlib import Path
+    import nni
+
+    HERE = Path(__file__).parent
+
+    def evaluate(model):
+        sample = nni.get_current_parameter().sample
+        with (HERE / "started.jsonl").open("a") as f:
+            f.write(json.dumps(sample, sort_keys=True) + "\\n")
+        started = (HERE / "started.jsonl").read_text().count("\\n")
+        time.sleep(30 if started == 4 else 1)  # the 4th trial still runs when the test stops its manager
+        score = sum({"conv_3x3": 3.0, "conv_1x1": 2.0, "skip_connect": 1.0}.get(v, 0.0) for v in sample.values())
+        with (HERE / "evaluated.jsonl").open("a") as f:
+            f.write(json.dumps(sample, sort_keys=True) + "\\n")
+        nni.report_final_result(score)
+''')
+
+TS_SCRIPT = textwrap.dedent('''
+    import os, signal, sys, threading, time
+    from pathlib import Path
+    sys.path.insert(0, str(Path.cwd()))
+    from nni.nas.evaluator import FunctionalEvaluator
+    from nni.nas.experiment import NasExperimentConfig
+    from nni.nas.hub.pytorch import NasBench201
+    from nni_diffusionnag import DiffusionNAG, DiffusionNAGExperiment
+    import evalmod
+
+    action, port, kill_after = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    config = NasExperimentConfig("ts", "simplified", "local")
+    config.max_trial_number, config.trial_concurrency = 6, 1
+    config.experiment_working_directory = str(Path.cwd() / "exp")
+    config.training_service.use_active_gpu = False
+    strategy = DiffusionNAG(seed=0, warmup=3, batch_size=2, n_candidates=20, device="cpu",
+                            surrogate=dict(hidden=16, steps=30, ensemble=2), sampler=dict(num_steps=10))
+    exp = DiffusionNAGExperiment(NasBench201(), FunctionalEvaluator(evalmod.evaluate), strategy, config,
+                                 id="tsdurable")
+
+    def kill_while_a_trial_runs():
+        started = Path.cwd() / "started.jsonl"
+        while len(strategy.history()) < kill_after or not started.exists() or \\
+                sum(1 for _ in started.open()) <= kill_after:
+            time.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    if action == "run":
+        threading.Thread(target=kill_while_a_trial_runs, daemon=True).start()
+        exp.run(port=port)
+    else:
+        exp.resume(port=port)
+    print("RESULTS", len(strategy.history()), flush=True)
+    exp.stop()
+''')
+
+
+@nnictl_job
+def ts_sigkill_then_resume(tmp_path):
+    from nni_diffusionnag.integration.compat import free_port
+
+    (tmp_path / "evalmod.py").write_text(TS_EVALUATOR)
+    (tmp_path / "run.py").write_text(TS_SCRIPT)
+    env, port = nnictl_env(tmp_path), free_port()
+
+    def python(name, *args, timeout):
+        # output to a file, not a pipe: the NNI manager it starts inherits the pipe and outlives a
+        # killed run, so a pipe would not close before the manager stops
+        with (tmp_path / f"{name}.log").open("w") as out:
+            proc = subprocess.run([sys.executable, "run.py", *args], cwd=tmp_path, env=env, stdout=out,
+                                  stderr=subprocess.STDOUT, timeout=timeout)
+        return proc.returncode, (tmp_path / f"{name}.log").read_text()
+
+    def run():
+        try:
+            first = python("first", "run", str(port), "3", timeout=300)
+            if first[0] != -signal.SIGKILL:
+                return tmp_path, first, None
+            # the killed run's NNI manager is still up, its 4th trial running: resume says what to do
+            blocked = python("blocked", "resume", str(port), "1000", timeout=120)
+            _nnictl("stop", "tsdurable", env=env)  # what it says; the manager requeues the running trial
+            before = (tmp_path / "evaluated.jsonl").read_text().splitlines()
+            second = python("second", "resume", str(port), "1000", timeout=300)
+            return tmp_path, first, (blocked, before, second)
+        finally:
+            _nnictl("stop", "--all", env=env)
+
+    return run
+
+
+@pytest.mark.background_job("ts_sigkill_then_resume")
+def test_ts_engine_sigkill_then_resume_keeps_every_result(background_result):
+    """On the 'ts' engine the manager outlives the killed run and re-runs its interrupted trial on
+    resume: the strategy adopts that trial (its metric arrives) instead of training it again."""
+    tmp_path, (rc, log), runs = background_result()
+    assert rc == -signal.SIGKILL, log[-5000:]
+    (rc, blocked), before, (rc2, log) = runs
+    assert rc != 0 and "nnictl stop tsdurable" in blocked, blocked[-3000:]
+    assert len(before) == 3  # the 4th trial was stopped before its result
+
+    assert rc2 == 0, log[-5000:]
+    assert "search state restored: 3 results" in log
+    assert "1 trial(s) it runs again after the resume, adopted" in log
+    evaluated = (tmp_path / "evaluated.jsonl").read_text().splitlines()
+    assert len(evaluated) == 6 and len(set(evaluated)) == 6, evaluated  # the budget; none trained twice
+    assert "RESULTS 6" in log  # the adopted trial's metric reached the strategy
 
 
 def test_half_written_checkpoint_never_breaks_resume(tmp_path):

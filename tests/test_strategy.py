@@ -139,6 +139,44 @@ def test_state_dict_round_trip_keeps_history_and_surrogate(nb201_csv):
     third._cleanup()
 
 
+def test_resume_takes_over_the_trials_the_nni_manager_knows(nb201_csv):
+    """What the NNI manager's database holds and the restored state lacks (docs/design.md): a trial
+    it runs again is adopted (its metric reaches the strategy, it is never proposed again), one that
+    ended while the strategy was down is recorded, one already in the state is left alone."""
+    import json
+    from types import SimpleNamespace
+
+    space = _space(TabularEvaluator(str(nb201_csv), "cifar10_test_acc"))
+    cells = [dict(zip(sorted(space.simplify()), ops)) for ops in
+             (["conv_3x3"] * 6, ["conv_1x1"] * 6, ["skip_connect"] * 6, ["avg_pool_3x3"] * 6)]
+    models = [space.freeze(c) for c in cells]
+
+    def trial(i, status, metric=None):
+        param = SimpleNamespace(parameter_id=i, parameters=json.loads(nni.dump(models[i])))
+        data = [SimpleNamespace(data=metric)] if metric is not None else []
+        return SimpleNamespace(trialJobId=f"t{i}", status=status, hyperParameters=[param], finalMetricData=data)
+
+    strategy = DiffusionNAG(seed=0, **FAST)
+    strategy.initialize(space, SequentialExecutionEngine(max_model_count=1))
+    strategy.core.observe(cells[0], 70.0)  # in the restored state
+    jobs = [trial(0, "SUCCEEDED", 70.0), trial(1, "ADD_RESUMED"), trial(2, "SUCCEEDED", 80.0),
+            trial(3, "USER_CANCELED")]
+    engine = SimpleNamespace(nodejs_binding=SimpleNamespace(list_trial_jobs=lambda: jobs), _models={})
+    strategy._adopt_manager_trials(engine)
+
+    assert [r["metric"] for r in strategy.history()] == [70.0, 80.0]  # trial 0 not recorded twice
+    assert [f["sample"] for f in strategy.core.failures()] == [cells[3]]
+    assert all(strategy.core.is_submitted(c) for c in cells)  # none of the four is proposed again
+    adopted = engine._models[1]()
+    assert list(engine._models) == [1]
+    assert adopted.sample == cells[1]  # the engine now finds the re-run trial's model by its id
+    strategy._on_final_metric(SimpleNamespace(model=adopted, metric=90.0))
+    assert strategy.history()[-1] == {"sample": cells[1], "metric": 90.0}
+    strategy._adopt_manager_trials(engine)  # a second pass changes nothing
+    assert len(strategy.history()) == 3 and list(engine._models) == [1]
+    strategy._cleanup()
+
+
 @pytest.mark.slow
 def test_nas_experiment_ts_engine(ts_experiment):
     """Real NNI manager + local training service: trials are processes, metrics come back. The shared

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import weakref
 from typing import Any, Dict, List, Optional
 
 from . import compat
@@ -24,7 +25,7 @@ from . import compat
 compat.install()
 
 from nni.mutable import SampleValidationError  # noqa: E402
-from nni.nas.execution import ExecutionEngine  # noqa: E402
+from nni.nas.execution import ExecutionEngine, TrainingServiceExecutionEngine  # noqa: E402
 from nni.nas.execution.event import FinalMetricEvent, ModelEventType, TrainingEndEvent  # noqa: E402
 from nni.nas.space import ExecutableModelSpace, ModelStatus  # noqa: E402
 from nni.nas.strategy.base import Strategy  # noqa: E402
@@ -36,6 +37,10 @@ from .mutables import space_for_model  # noqa: E402
 __all__ = ["DiffusionNAG", "scalar_metric"]
 
 _logger = logging.getLogger(__name__)
+
+# Trial statuses of the NNI manager's database that it runs (again) after a resume: NNI 3.0 requeues
+# WAITING/RUNNING trials and records them as ADD_RESUMED (nni_node/core/nnimanager.js).
+_MANAGER_WILL_RUN = frozenset({"WAITING", "RUNNING", "UNKNOWN", "ADD_RESUMED"})
 
 
 class DiffusionNAG(Strategy):
@@ -133,11 +138,53 @@ class DiffusionNAG(Strategy):
         engine.register_model_event_callback(ModelEventType.TrainingEnd, self._on_training_end)
         return model_space
 
+    def _adopt_manager_trials(self, engine: TrainingServiceExecutionEngine) -> None:
+        """On a resume, take over what the NNI manager knows and the restored state does not.
+
+        The state on disk holds every result the strategy received. A trial still running when the
+        process died is re-run by the manager on resume, under its old parameter id, which the new
+        engine does not know: NNI would drop its metric, and the strategy, which lost it, would
+        propose the same architecture again (the RNG is restored too). So its model is registered
+        with the engine and counted as submitted. A trial that finished while nobody listened is
+        recorded from the manager's database (metric or failure), never trained again.
+        """
+        import nni
+
+        adopted = recovered = 0
+        for trial in engine.nodejs_binding.list_trial_jobs():
+            if len(trial.hyperParameters) != 1:
+                continue  # not submitted by a NAS engine
+            param = trial.hyperParameters[0]
+            model = nni.load(nni.dump(param.parameters))  # as NNI's own list_models() rebuilds it
+            sample = getattr(model, "sample", None)
+            if not isinstance(model, ExecutableModelSpace) or sample is None:
+                continue
+            if not self.core.mark_submitted(sample):
+                continue  # its result (or failure) is in the restored state, or it is adopted already
+            if trial.status in _MANAGER_WILL_RUN:
+                with self._running_lock:
+                    self._running[id(model)] = model
+                # NNI 3.0 has no public way to attach a model to a parameter id it did not submit
+                engine._models[param.parameter_id] = weakref.ref(model)
+                adopted += 1
+            else:
+                if trial.status == "SUCCEEDED" and trial.finalMetricData:
+                    self.core.observe(sample, trial.finalMetricData[-1].data)
+                else:
+                    self.core.fail(sample, f"trial {trial.trialJobId} ended {trial.status} while the strategy was down")
+                recovered += 1
+        if adopted or recovered:
+            _logger.warning("DiffusionNAG: from the NNI manager: %d trial(s) it runs again after the resume, adopted; "
+                            "%d that ended while the strategy was down, recorded; none is trained twice",
+                            adopted, recovered)
+
     def _cleanup(self) -> None:
         self.engine.unregister_model_event_callback(ModelEventType.FinalMetric, self._on_final_metric)
         self.engine.unregister_model_event_callback(ModelEventType.TrainingEnd, self._on_training_end)
 
     def _run(self) -> None:
+        if isinstance(self.engine, TrainingServiceExecutionEngine):
+            self._adopt_manager_trials(self.engine)  # after NNI restored the state (resume)
         while self.wait_for_resource():
             proposal = self.core.propose(1)
             if not proposal:

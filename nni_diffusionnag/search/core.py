@@ -392,6 +392,16 @@ class SearchCore:
         with self._lock:
             return len(self._submitted)
 
+    def mark_submitted(self, sample: Mapping[str, Any]) -> bool:
+        """Count ``sample`` as submitted although :meth:`propose` did not hand it out (a trial that
+        the NNI manager runs again after a resume); returns False if it was already known."""
+        key = self.key_of(sample)
+        with self._lock:
+            if key in self._submitted:
+                return False
+            self._submitted[key] = len(self._submitted)
+            return True
+
     def is_submitted(self, sample: Mapping[str, Any]) -> bool:
         key = self.key_of(sample)
         with self._lock:
