@@ -80,6 +80,11 @@ class DiffusionNAG(Strategy):
         Generator device: ``'auto'`` (CUDA when available), ``'cpu'``, ``'cuda:1'``...
     meta_predictor, meta_adapt_steps, dataset
         Transfer from earlier tasks (:class:`~nni_diffusionnag.search.config.TransferConfig`).
+    objectives
+        Objectives beside the trial metric, for a Pareto-front search
+        (:class:`~nni_diffusionnag.search.config.Objective`): ``'params'``/``'flops'`` where the
+        space has a cost model, or keys the trials report in their final dict
+        (``'latency_ms:min'``); see :meth:`pareto_front`.
 
     Examples
     --------
@@ -125,6 +130,12 @@ class DiffusionNAG(Strategy):
     def history(self) -> List[Dict[str, Any]]:
         """Results received so far: ``[{'sample': ..., 'metric': ...}]`` in arrival order."""
         return self.core.history() if self.core is not None else []
+
+    def pareto_front(self) -> List[Dict[str, Any]]:
+        """The non-dominated results over the trial metric and the ``objectives``:
+        ``[{'sample': ..., 'objectives': {'default': ..., 'params': ...}}]``, best default first
+        (``export_top_models`` still ranks by the default metric alone, as NNI defines it)."""
+        return self.core.pareto_front() if self.core is not None else []
 
     # --- lifecycle -----------------------------------------------------------------------------
     def _initialize(self, model_space: ExecutableModelSpace, engine: ExecutionEngine) -> ExecutableModelSpace:

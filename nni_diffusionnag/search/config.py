@@ -25,8 +25,8 @@ from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 from ..diffusion.config import SamplerConfig
 from ..nn.config import SurrogateConfig
 
-__all__ = ["SearchConfig", "LoopConfig", "AcquisitionConfig", "PriorConfig", "TransferConfig", "FIELDS",
-           "ACQUISITIONS", "OPTIMIZE_MODES", "DEFAULT_SCALE", "PRIOR_KINDS"]
+__all__ = ["SearchConfig", "LoopConfig", "AcquisitionConfig", "PriorConfig", "TransferConfig", "Objective", "FIELDS",
+           "ACQUISITIONS", "OPTIMIZE_MODES", "DEFAULT_SCALE", "PRIOR_KINDS", "COST_OBJECTIVES"]
 
 ACQUISITIONS = ("ucb", "ei", "mean")
 OPTIMIZE_MODES = ("maximize", "minimize")
@@ -204,6 +204,64 @@ class TransferConfig:
                              "to read it with")
 
 
+# Objectives with an exact cost model in the spaces that have one (properties/budgets.py).
+COST_OBJECTIVES = ("params", "flops")
+_MODES = {"min": "minimize", "minimize": "minimize", "max": "maximize", "maximize": "maximize"}
+
+
+@dataclass(frozen=True)
+class Objective:
+    """One objective beside the trial's ``default`` metric (multi-objective search).
+
+    ``name``: ``'params'`` or ``'flops'`` (computed by the space's exact cost model, never
+    trained), or a key that trials report in their final metric dict
+    (``nni.report_final_result({'default': acc, 'latency_ms': 3.1})``), learned by a surrogate of
+    its own. ``mode``: ``'minimize'`` or ``'maximize'``.
+    """
+
+    name: str
+    mode: str = "minimize"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not re.match(r"^[A-Za-z_][\w.\-]*$", self.name):
+            _fail("objectives[...]", self.name, "a metric key such as 'latency_ms', or 'params'/'flops'")
+        if self.name == "default":
+            raise ValueError("DiffusionNAG: objectives name the objectives *beside* the trial's 'default' metric, "
+                             "which is always the first (its direction is optimize_mode)")
+        _choice(f"the mode of objective {self.name!r}", self.mode, OPTIMIZE_MODES)
+
+    @property
+    def is_cost(self) -> bool:
+        """Computed by the space's cost model rather than reported by trials."""
+        return self.name in COST_OBJECTIVES
+
+    @classmethod
+    def parse(cls, spec: Any) -> "Objective":
+        """``'params'`` (minimised), ``'latency_ms:min'``, ``{'name': ..., 'mode': ...}`` or an Objective.
+        A reported metric needs its direction (``:min``/``:max``): nothing tells it otherwise."""
+        if isinstance(spec, Objective):
+            return spec
+        if isinstance(spec, Mapping):
+            unknown = sorted(set(spec) - {"name", "mode"})
+            if unknown or "name" not in spec:
+                raise ValueError(f"DiffusionNAG: an objective dict needs 'name' (and 'mode'), got {dict(spec)!r}")
+            name, mode = spec["name"], spec.get("mode")
+        elif isinstance(spec, str):
+            name, _, mode = spec.strip().partition(":")
+            mode = mode or None
+        else:
+            raise ValueError(f"DiffusionNAG: objective {spec!r} is invalid; write 'params', 'flops' or "
+                             "'metric_key:min' / 'metric_key:max'")
+        if mode is None and name != "default":  # 'default' gets its own message from __post_init__
+            if name not in COST_OBJECTIVES:
+                raise ValueError(f"DiffusionNAG: objective {name!r}: say whether to minimise or maximise it, as "
+                                 f"'{name}:min' or '{name}:max'")
+            mode = "min"
+        if mode is not None and mode not in _MODES:
+            raise ValueError(f"DiffusionNAG: objective {name!r} has mode {mode!r}; use 'min' or 'max'")
+        return cls(name, _MODES[mode or "min"])
+
+
 def _check_constraint(c: Any) -> None:
     if isinstance(c, str) or callable(c) or all(hasattr(c, a) for a in ("exact", "relaxed", "budget")):
         return
@@ -221,6 +279,7 @@ for _group, _cls in (("loop", LoopConfig), ("acquisition", AcquisitionConfig), (
         FIELDS[_f.name] = (_group, _f.name)
 FIELDS["surrogate"] = ("surrogate", "")
 FIELDS["constraints"] = ("constraints", "")
+FIELDS["objectives"] = ("objectives", "")
 
 
 def _dataclass_from(cls: Any, name: str, value: Any) -> Any:
@@ -251,12 +310,21 @@ class SearchConfig:
     transfer: TransferConfig = TransferConfig()
     surrogate: SurrogateConfig = SurrogateConfig()
     constraints: Tuple[Any, ...] = field(default_factory=tuple)
+    objectives: Tuple[Objective, ...] = field(default_factory=tuple)
 
     def __post_init__(self) -> None:
         if not isinstance(self.constraints, tuple):
             object.__setattr__(self, "constraints", tuple(self.constraints))
         for c in self.constraints:
             _check_constraint(c)
+        specs = self.objectives
+        if isinstance(specs, (str, Mapping, Objective)) or not hasattr(specs, "__iter__"):
+            specs = (specs,)
+        objectives = tuple(Objective.parse(o) for o in specs)
+        names = [o.name for o in objectives]
+        if len(set(names)) != len(names):
+            raise ValueError(f"DiffusionNAG: objectives {names} name one objective twice")
+        object.__setattr__(self, "objectives", objectives)
 
     @classmethod
     def from_kwargs(cls, **kwargs: Any) -> "SearchConfig":
@@ -282,7 +350,7 @@ class SearchConfig:
                    prior=PriorConfig(**groups["prior"]), transfer=TransferConfig(**groups["transfer"]),
                    surrogate=SurrogateConfig() if surrogate is None else _dataclass_from(SurrogateConfig, "surrogate",
                                                                                         surrogate),
-                   constraints=tuple(constraints))
+                   constraints=tuple(constraints), objectives=kwargs.get("objectives") or ())
 
     def replace(self, **kwargs: Any) -> "SearchConfig":
         """A copy with some flat settings changed (validated like :meth:`from_kwargs`)."""
@@ -294,8 +362,9 @@ class SearchConfig:
             group, key = FIELDS[name]
             if group == "surrogate":
                 out = replace(out, surrogate=_dataclass_from(SurrogateConfig, "surrogate", value))
-            elif group == "constraints":
-                out = replace(out, constraints=tuple(value))
+            elif group in ("constraints", "objectives"):
+                out = replace(out, **{group: tuple(value) if hasattr(value, "__iter__") and not isinstance(
+                    value, (str, Mapping)) else (value,)})
             else:
                 if key == "sampler":
                     value = _dataclass_from(SamplerConfig, "sampler", value)
@@ -307,7 +376,7 @@ class SearchConfig:
         default = SearchConfig()
         parts = []
         for name, (group, key) in FIELDS.items():
-            if group in ("surrogate", "constraints"):
+            if group in ("surrogate", "constraints", "objectives"):
                 value, base = getattr(self, group), getattr(default, group)
             else:
                 value, base = getattr(getattr(self, group), key), getattr(getattr(default, group), key)

@@ -46,6 +46,8 @@ from ..nn.surrogate import SurrogateEnsemble
 from ..space.base import GraphSpace
 from .config import SearchConfig, resolve_callable
 from .generator import Constraint, GuidedGenerator
+from .multiobjective import MultiObjective
+from .pareto import pareto_mask
 
 __all__ = ["SearchCore", "scalar_metric", "Key"]
 
@@ -159,6 +161,9 @@ class SearchCore:
         constraints = resolve_constraints(config.constraints, space, model_space)
         check_feasible(space, constraints, seed)
         self.generator = GuidedGenerator(prior, config.surrogate, config.prior.sampler, constraints, seed=self.seed)
+        self.mo: Optional[MultiObjective] = None
+        if config.objectives:  # a cost objective on a space without a cost model fails here, by name
+            self.mo = MultiObjective(config.objectives, self.generator, model_space, config.acquisition.optimize_mode)
         self.meta: Any = None
         self._dataset_value: Optional[Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = None
         if config.transfer.meta_predictor:
@@ -175,6 +180,8 @@ class SearchCore:
         self._submitted: Dict[Key, int] = {}  # graph -> submission index
         self._rejected: set = set()  # graphs the model space refused: never proposed again
         self._queue: Deque[np.ndarray] = deque()  # proposals of the last round not handed out yet
+        self._extras: Dict[Key, Dict[str, float]] = {}  # reported values of the extra objectives
+        self._warned_missing: set = set()
         self._fitted_on = 0
         # Called after every recorded result, failure or rejection (outside the lock): where the
         # search keeps durable state, e.g. DiffusionNAGExperiment's checkpoint. Errors are logged.
@@ -269,6 +276,9 @@ class SearchCore:
                 self._refit_from_meta(history)
                 batch = gen.propose(loop.batch_size, exclude, loop.n_candidates, acq.scale, acq.acquisition, acq.kappa)
                 how = "meta-guided"
+            elif self.mo is not None and n_warm == 0 and len(history) >= 2:
+                batch = self._mo_round(history, exclude)
+                how = "Pareto-guided"
             elif n_warm == 0 and len(history) >= 2:
                 if len(history) > self._fitted_on:
                     gen.fit(np.array([k for k, _ in history]), self._to_maximise([v for _, v in history]))
@@ -286,6 +296,65 @@ class SearchCore:
             _logger.info("DiffusionNAG: %d %s proposals in %.2f s (%d results so far)", len(batch), how,
                          time.time() - t0, len(history))
             return batch
+
+    def _mo_round(self, history: List[Tuple[Key, float]], exclude: set) -> np.ndarray:
+        """Refit every learned objective, then generate under per-graph trade-offs and pick by
+        hypervolume improvement (:mod:`.multiobjective`)."""
+        mo, loop, acq = self.mo, self.config.loop, self.config.acquisition
+        types = np.array([k for k, _ in history])
+        maximised = self._objective_values(history) * mo.sign
+        if len(history) > self._fitted_on:
+            self.generator.fit(types, maximised[:, 0])
+            mo.fit(types, maximised)
+            self._fitted_on = len(history)
+        rng = np.random.default_rng([self.seed, len(history), self.generator._calls])
+        return mo.propose(loop.batch_size, exclude, loop.n_candidates, acq.scale, acq.kappa, maximised, rng)
+
+    def _objective_values(self, history: Sequence[Tuple[Key, float]]) -> np.ndarray:
+        """``[n, m]`` objective values of ``history`` as reported/computed (NaN: not reported)."""
+        with self._lock:
+            extras = [self._extras.get(k, {}) for k, _ in history]
+        types = np.array([k for k, _ in history]).reshape(len(history), self.space.num_nodes)
+        return self.mo.observed(types, [v for _, v in history], extras)
+
+    def pareto_front(self) -> List[Dict[str, Any]]:
+        """The non-dominated results: ``[{'sample': ..., 'objectives': {name: value}}]``, with the
+        default metric first, over the results that have every objective (sorted by the default
+        metric, best first). Without extra objectives: the best result(s)."""
+        with self._lock:
+            history = list(self._history)
+        if not history:
+            return []
+        if self.mo is None:
+            values = np.array([[v] for _, v in history]) * self.config.acquisition.sign
+            names = ["default"]
+        else:
+            values, names = self._objective_values(history) * self.mo.sign, self.mo.names
+        ok = np.flatnonzero(np.isfinite(values).all(axis=1))
+        front = ok[pareto_mask(values[ok])]
+        front = front[np.argsort(-values[front, 0], kind="stable")]
+        sign = self.mo.sign if self.mo is not None else np.array([self.config.acquisition.sign])
+        return [{"sample": self.space.types_to_sample(history[i][0]),
+                 "objectives": {n: float(values[i, j] * sign[j]) for j, n in enumerate(names)}} for i in front]
+
+    def _record_extras(self, key: Key, sample: Mapping[str, Any], metric: Any) -> None:
+        """The reported extra objectives of a result; a missing or unusable one is said once."""
+        got: Dict[str, float] = {}
+        for name in self.mo.reported:
+            value = metric.get(name) if isinstance(metric, Mapping) else None
+            ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(float(value))
+            if ok:
+                got[name] = float(value)
+            elif name not in self._warned_missing:
+                self._warned_missing.add(name)
+                keys = sorted(metric) if isinstance(metric, Mapping) else type(metric).__name__
+                _logger.warning("DiffusionNAG: objective %r is missing or not a finite number in the result of %s "
+                                "(%r; the trial reported %s). Trials must report it in their final dict, e.g. "
+                                "nni.report_final_result({'default': acc, %r: value}); results without it are "
+                                "left out of the Pareto front and of its surrogate, and the search goes on",
+                                name, dict(sample), value, keys, name)
+        with self._lock:
+            self._extras[key] = got
 
     def _to_maximise(self, values: Sequence[float]) -> np.ndarray:
         """Metrics as the generator sees them: it always maximises."""
@@ -325,6 +394,8 @@ class SearchCore:
         unusable (then the architecture counts as failed, once)."""
         key = self.key_of(sample)
         value = scalar_metric(metric)
+        if value is not None and self.mo is not None and self.mo.reported:
+            self._record_extras(key, sample, metric)
         with self._lock:
             self._submitted.setdefault(key, len(self._submitted))  # imported results too
             if value is None:
@@ -419,10 +490,13 @@ class SearchCore:
                 "generator_calls": self.generator._calls,
                 "torch_rng": torch.get_rng_state(),
             }
+            state["extras"] = [(list(k), dict(v)) for k, v in self._extras.items()]
         sur = self.generator.surrogate
         if sur is not None:
             state["surrogate"] = {k: v.detach().cpu() for k, v in sur.state_dict().items()}
             state["fitted_on"] = self._fitted_on
+        if self.mo is not None:
+            state["objective_surrogates"] = self.mo.state_dict()
         return state
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -434,6 +508,7 @@ class SearchCore:
             self._done = set(done)
             self._submitted = {k: i for i, k in enumerate(tuple(k) for k in state["submitted"]) if k in done}
             self._rejected = {tuple(k) for k in state.get("rejected", [])}
+            self._extras = {tuple(k): dict(v) for k, v in state.get("extras", [])}
             self._queue.clear()
             self.seed = state.get("seed", self.seed)
         torch.set_rng_state(state["torch_rng"])
@@ -441,6 +516,8 @@ class SearchCore:
         self.generator._calls = state.get("generator_calls", 0)
         if state.get("surrogate") is not None:
             self._restore_surrogate(state["surrogate"])
+        if self.mo is not None and state.get("objective_surrogates"):
+            self.mo.load_state_dict(state["objective_surrogates"])
         _logger.warning("DiffusionNAG: search state restored: %d results, %d failed trials, %d refused architectures; "
                         "none of them will be trained again", len(self._history), len(self._failed),
                         len(self._rejected))

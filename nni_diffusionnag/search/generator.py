@@ -165,6 +165,22 @@ class GuidedGenerator:
             self.surrogate.eval()
         return self.prior.generate(n, self.sampler, seed=seed, score_fn=score_fn, progress=progress)
 
+    def admissible(self, types: np.ndarray, seen: Collection[Tuple[int, ...]]) -> np.ndarray:
+        """``[B]`` bool: graphs of ``types: [B, N]`` that are new (not in ``seen``, first copy
+        only), within every constraint and, where the space has constraints of its own (NNI's
+        MutableAnnotations), valid; rejecting them here lets the rounds go on until enough are found."""
+        types = np.asarray(types)
+        ok = self.space.valid_mask(types) if getattr(self.space, "has_constraints", False) else np.ones(len(types), bool)
+        for c in self.constraints:
+            ok &= np.asarray(c.satisfied(types), dtype=bool)
+        first: set = set()
+        for i, row in enumerate(types):
+            key = self.space.key(row)
+            if key in seen or key in first:
+                ok[i] = False
+            first.add(key)
+        return ok
+
     def propose(self, k: int, exclude: Collection[Tuple[int, ...]] = (), n_candidates: int = 200,
                 scale: float = DEFAULT_SCALE, acquisition: str = "ucb", kappa: float = 1.0, max_rounds: int = 5,
                 seed: Optional[int] = None, rank_fn: Optional[Callable[[np.ndarray], np.ndarray]] = None
@@ -180,19 +196,12 @@ class GuidedGenerator:
         """
         seen = set(exclude)
         pool: List[np.ndarray] = []
-        # a space with constraints of its own (NNI's MutableAnnotations): reject what breaks them here,
-        # so that the rounds go on until enough valid architectures are found
-        check_space = getattr(self.space, "has_constraints", False)
         for r in range(max_rounds):
             batch = self.generate(n_candidates, scale / (2**r), acquisition, kappa,
                                   seed=None if seed is None else seed + r)
-            valid = self.space.valid_mask(batch.types) if check_space else np.ones(len(batch.types), dtype=bool)
-            for types, ok in zip(batch.types, valid):
-                key = self.space.key(types)
-                if not ok or key in seen or not all(c.satisfied(types[None])[0] for c in self.constraints):
-                    continue
-                seen.add(key)
-                pool.append(types)
+            for i in np.flatnonzero(self.admissible(batch.types, seen)):
+                seen.add(self.space.key(batch.types[i]))
+                pool.append(batch.types[i])
             if len(pool) >= k * 2 or (self.surrogate is None and len(pool) >= k):
                 break
         if not pool:

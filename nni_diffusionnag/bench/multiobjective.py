@@ -1,0 +1,208 @@
+"""``nni-diffusionnag bench multiobjective``: hypervolume against trained architectures on NB201.
+
+Two objectives per column: the table's accuracy (maximised; NB201's table holds *test* accuracy
+only, there is no validation split) and the cell's exact cost (``params`` or ``flops``,
+minimised, from :mod:`nni_diffusionnag.properties.nasbench201`). Every method gets the same
+budget of table look-ups; a query that repeats an architecture still counts (a user would train
+it again). Reported: the hypervolume of what each method found, as a fraction of the true
+front's (all 15,625 cells), at 10/20/50/100 queries, and the queries to 95% of it. Reference
+point: the table's median accuracy and its largest cost (stated in the JSON).
+
+Methods: ``DiffusionNAG-MO`` (``objectives=[cost]``: per-graph Chebyshev guidance, batch picked by
+hypervolume improvement), ``DiffusionNAG-sum`` (the single-objective search on a fixed weighted
+sum of the two range-normalised objectives, weight 0.5 each), ``Random`` (uniform without repeats,
+what NNI's Random strategy does), and Optuna's ``NSGAII`` and multi-objective ``TPE`` samplers
+(Optuna is a benchmark-only dependency, in the ``bench`` extra).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Sequence
+
+import numpy as np
+from tqdm import tqdm
+
+from ..search.pareto import hypervolume, hypervolume_curve, pareto_mask
+from .common import machine_info, nb201_truth, peak_rss_mb, type_index, write_json
+
+__all__ = ["run_multiobjective_bench", "summarize", "METHODS", "COSTS"]
+
+_logger = logging.getLogger(__name__)
+
+METHODS = ("DiffusionNAG-MO", "DiffusionNAG-sum", "Random", "NSGAII", "TPE")
+COSTS = ("params", "flops")
+CHECKPOINTS = (10, 20, 50, 100)
+
+
+def _table(table: str | Path, column: str, cost: str) -> Dict[str, Any]:
+    from ..properties.nasbench201 import count
+    from ..space import NasBench201Space
+
+    space = NasBench201Space()
+    types = space.enumerate_types()
+    acc = nb201_truth(table, column)
+    c = np.asarray(count(types, cost), dtype=np.float64)
+    y = np.stack([acc, -c], axis=1)  # maximised
+    # the table's median accuracy: below it nothing counts, so the figure is about the region a user
+    # would pick from (with the worst accuracy, 10%, random search had 95% within 8 queries)
+    ref = np.array([np.median(acc), -c.max()])
+    front = pareto_mask(y)
+    return {"space": space, "types": types, "acc": acc, "cost": c, "y": y, "ref": ref,
+            "true_hv": hypervolume(y[front], ref), "front_size": int(front.sum())}
+
+
+def _run_diffusionnag(t: Dict[str, Any], cost: str, seed: int, budget: int, mode: str, device: str) -> List[int]:
+    from ..search.config import SearchConfig
+    from ..search.core import SearchCore
+
+    space = t["space"]
+    if mode == "MO":
+        config = SearchConfig.from_kwargs(seed=seed, device=device, objectives=[cost])
+        value = lambda i: float(t["acc"][i])  # noqa: E731
+    else:
+        lo, hi = t["y"].min(axis=0), t["y"].max(axis=0)
+        norm = (t["y"] - lo) / (hi - lo)
+        config = SearchConfig.from_kwargs(seed=seed, device=device)
+        value = lambda i: float(0.5 * norm[i, 0] + 0.5 * norm[i, 1])  # noqa: E731
+    core = SearchCore(space, config)
+    rows: List[int] = []
+    while len(rows) < budget:
+        samples = core.propose(min(config.loop.batch_size, budget - len(rows)))
+        if not samples:
+            break
+        for sample in samples:
+            i = int(type_index(np.array(core.key_of(sample)))[()])
+            rows.append(i)
+            core.observe(sample, value(i))
+    return rows
+
+
+def _run_random(t: Dict[str, Any], seed: int, budget: int) -> List[int]:
+    return np.random.default_rng(seed).permutation(len(t["types"]))[:budget].tolist()
+
+
+def _run_optuna(t: Dict[str, Any], seed: int, budget: int, sampler_name: str) -> List[int]:
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    ops = list(range(5))  # an edge's op code, in the order of NasBench201Space (bench/common.type_index)
+    sampler = (optuna.samplers.NSGAIISampler(seed=seed) if sampler_name == "NSGAII"
+               else optuna.samplers.TPESampler(seed=seed))
+    study = optuna.create_study(directions=["maximize", "maximize"], sampler=sampler)
+    rows: List[int] = []
+
+    def objective(trial: Any) -> Sequence[float]:
+        code = np.array([trial.suggest_categorical(f"edge{e}", ops) for e in range(6)])
+        i = int((code * (5 ** np.arange(5, -1, -1))).sum())
+        rows.append(i)
+        return float(t["y"][i, 0]), float(t["y"][i, 1])
+
+    study.optimize(objective, n_trials=budget)
+    return rows
+
+
+def run_one(t: Dict[str, Any], method: str, cost: str, seed: int, budget: int, device: str = "cpu") -> Dict[str, Any]:
+    runners: Dict[str, Callable[[], List[int]]] = {
+        "DiffusionNAG-MO": lambda: _run_diffusionnag(t, cost, seed, budget, "MO", device),
+        "DiffusionNAG-sum": lambda: _run_diffusionnag(t, cost, seed, budget, "sum", device),
+        "Random": lambda: _run_random(t, seed, budget),
+        "NSGAII": lambda: _run_optuna(t, seed, budget, "NSGAII"),
+        "TPE": lambda: _run_optuna(t, seed, budget, "TPE"),
+    }
+    t0 = time.time()
+    rows = runners[method]()
+    seconds = time.time() - t0
+    hv = hypervolume_curve(t["y"][rows], t["ref"]) / t["true_hv"]
+    hit = np.flatnonzero(hv >= 0.95)
+    return {"method": method, "seed": seed, "rows": rows, "hv_fraction": hv.round(5).tolist(),
+            "queries_to_95": int(hit[0] + 1) if len(hit) else None, "distinct": len(set(rows)),
+            "seconds": round(seconds, 2)}
+
+
+def run_multiobjective_bench(table: str | Path, output: str | Path, costs: Sequence[str] = COSTS,
+                             column: str = "cifar10_test_acc", seeds: Sequence[int] = tuple(range(10)),
+                             budget: int = 100, methods: Sequence[str] = METHODS, device: str = "cpu"
+                             ) -> Dict[str, Any]:
+    """Every method x seed on ``column`` x each cost; writes ``multiobjective-<column>.json`` and
+    ``.png`` under ``output``."""
+    out = Path(output)
+    result: Dict[str, Any] = {"machine": machine_info(), "column": column, "budget": budget, "seeds": list(seeds),
+                              "note": "NB201 table values are test accuracies (no validation split); hypervolume "
+                                      "as a fraction of the true front's; reference point: the table's median "
+                                      "accuracy and its largest cost", "columns": {}}
+    for cost in costs:
+        t = _table(table, column, cost)
+        runs = []
+        for method in methods:
+            for seed in tqdm(list(seeds), desc=f"{method} on accuracy x {cost}"):
+                run = run_one(t, method, cost, seed, budget, device)
+                runs.append(run)
+                _logger.info("%s x %s seed %d: HV@%d %.3f, 95%% at %s, %.1f s", method, cost, seed, budget,
+                             run["hv_fraction"][-1], run["queries_to_95"], run["seconds"])
+        result["columns"][cost] = {"reference_point": {"accuracy": float(t["ref"][0]), cost: float(-t["ref"][1])},
+                                   "true_hypervolume": t["true_hv"], "true_front_size": t["front_size"],
+                                   "runs": runs}
+        result["peak_rss_mb"] = round(peak_rss_mb(), 1)
+        write_json(out / f"multiobjective-{column}.json", result)  # after every column: a partial result survives
+    _plot(result, out / f"multiobjective-{column}.png")
+    return result
+
+
+def _curves(runs: List[Dict[str, Any]], budget: int) -> np.ndarray:
+    rows = []
+    for r in runs:
+        h = np.asarray(r["hv_fraction"], dtype=float)
+        rows.append(np.concatenate([h, np.full(budget - len(h), h[-1] if len(h) else 0.0)]))
+    return np.stack(rows)
+
+
+def summarize(result: Dict[str, Any]) -> str:
+    budget = result["budget"]
+    lines = []
+    for cost, col in result["columns"].items():
+        ref = col["reference_point"]
+        lines += [f"accuracy ({result['column']}, test) x {cost}: true front {col['true_front_size']} cells, reference "
+                  f"point accuracy {ref['accuracy']:.2f}, {cost} {ref[cost]:.3f} M; {len(result['seeds'])} seeds",
+                  "", "| method | HV @10 | @20 | @50 | @100 | median queries to 95% | reached | s / query |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for method in dict.fromkeys(r["method"] for r in col["runs"]):
+            runs = [r for r in col["runs"] if r["method"] == method]
+            curve = _curves(runs, budget)
+            at = [f"{curve[:, min(q, budget) - 1].mean():.3f}" for q in CHECKPOINTS]
+            q = [r["queries_to_95"] if r["queries_to_95"] is not None else np.inf for r in runs]
+            med = np.median(q)
+            lines.append(f"| {method} | {' | '.join(at)} | {med:.0f} | {sum(np.isfinite(q))}/{len(q)} | "
+                         f"{np.mean([r['seconds'] / max(1, len(r['rows'])) for r in runs]):.3f} |"
+                         if np.isfinite(med) else
+                         f"| {method} | {' | '.join(at)} | > {budget} | {sum(np.isfinite(q))}/{len(q)} | "
+                         f"{np.mean([r['seconds'] / max(1, len(r['rows'])) for r in runs]):.3f} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _plot(result: Dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    budget = result["budget"]
+    cols = result["columns"]
+    fig, axes = plt.subplots(1, len(cols), figsize=(6.5 * len(cols), 4.5), squeeze=False)
+    for ax, (cost, col) in zip(axes[0], cols.items()):
+        for method in dict.fromkeys(r["method"] for r in col["runs"]):
+            curve = _curves([r for r in col["runs"] if r["method"] == method], budget)
+            x = np.arange(1, budget + 1)
+            ax.plot(x, curve.mean(0), label=method)
+            ax.fill_between(x, np.percentile(curve, 25, 0), np.percentile(curve, 75, 0), alpha=0.15)
+        ax.axhline(0.95, ls="--", color="k", lw=0.8)
+        ax.set(xlabel="trained architectures", ylabel="hypervolume / true front's",
+               title=f"NB201 {result['column']} (test acc.) x {cost}: mean, IQR ({len(result['seeds'])} seeds)",
+               ylim=(0.5, 1.0))
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,118 @@
+"""Multi-objective search: Pareto/hypervolume maths, objective settings, the core's Pareto loop."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+
+from nni_diffusionnag.search.config import Objective, SearchConfig
+from nni_diffusionnag.search.multiobjective import MultiObjective, chebyshev_np
+from nni_diffusionnag.search.pareto import hypervolume, hypervolume_curve, hypervolume_improvement, pareto_mask
+
+
+def test_pareto_mask_and_hypervolume_on_known_points():
+    y = np.array([[1.0, 2.0], [2.0, 1.0], [1.0, 1.0], [1.0, 2.0], [0.5, 0.5]])
+    assert pareto_mask(y).tolist() == [True, True, False, False, False]  # dominated, repeated, dominated
+    assert hypervolume(y, np.zeros(2)) == pytest.approx(3.0)  # two 1x2 boxes overlapping in a 1x1 one
+    assert hypervolume(y, np.array([1.5, 0.0])) == pytest.approx(0.5)  # only [2, 1] is above it in both
+    assert hypervolume_curve(np.array([[1.0, 1.0], [0.5, 0.5], [2.0, 1.0], [1.0, 2.0]]), np.zeros(2)).tolist() == [
+        1.0, 1.0, 2.0, 3.0]
+    assert hypervolume_improvement(np.array([[3.0, 3.0], [0.5, 0.5]]), y[:2], np.zeros(2)).tolist() == [
+        pytest.approx(6.0), 0.0]
+
+
+@pytest.mark.parametrize("m", [3, 4])
+def test_hypervolume_matches_monte_carlo_in_more_dimensions(m):
+    rng = np.random.default_rng(m)
+    y = rng.random((12, m))
+    u = rng.random((200_000, m))
+    mc = (u[:, None, :] <= y[None]).all(-1).any(-1).mean()
+    assert hypervolume(y, np.zeros(m)) == pytest.approx(mc, abs=0.01)
+
+
+def test_objective_settings_are_checked():
+    assert SearchConfig.from_kwargs(objectives=["params", "latency_ms:min", {"name": "top5", "mode": "max"}]
+                                    ).objectives == (Objective("params"), Objective("latency_ms"),
+                                                     Objective("top5", "maximize"))
+    for bad, says in [("latency_ms", "latency_ms:min"), ("default", "beside"), ("params:up", "'min' or 'max'"),
+                      (["flops", "flops"], "twice"), (3, "invalid")]:
+        with pytest.raises(ValueError, match=says):
+            SearchConfig.from_kwargs(objectives=bad)
+
+
+def test_a_cost_objective_needs_a_cost_model():
+    import nni
+
+    from nni_diffusionnag.search.core import SearchCore
+    from nni_diffusionnag.integration.mutables import decisions_from_mutables
+    from nni_diffusionnag.space.generic import GenericSpace
+
+    space = GenericSpace(decisions_from_mutables({"a": nni.choice("a", [1, 2]), "b": nni.choice("b", ["x", "y"])}))
+    with pytest.raises(ValueError, match="no params cost model"):
+        SearchCore(space, SearchConfig.from_kwargs(objectives=["params"], device="cpu", seed=0))
+
+
+def test_selection_prefers_what_enlarges_the_front():
+    observed = np.array([[0.9, -0.5], [0.8, -0.2]])
+    pred = np.array([[0.85, -0.4],  # dominated by nothing observed? (0.9,-0.5) no, (0.8,-0.2) no: fills a gap
+                     [0.7, -0.6],  # dominated
+                     [0.95, -0.45]])  # dominates the first observed point
+    w = np.full((3, 2), 0.5)
+    picks = MultiObjective.select(pred, w, observed, 2, observed.min(0), observed.max(0))
+    assert picks[0] == 2 and 1 not in picks
+    assert chebyshev_np(np.array([[1.0, 1.0], [0.0, 1.0]]), np.full((2, 2), 0.5)).tolist() == [0.0, pytest.approx(-0.525)]
+
+
+def _nb201_core(objectives, **settings):
+    from nni_diffusionnag.search.core import SearchCore
+    from nni_diffusionnag.space import NasBench201Space
+
+    from helpers import fast_strategy_settings
+
+    fast = fast_strategy_settings()
+    config = SearchConfig.from_kwargs(objectives=objectives, seed=0, warmup=6, batch_size=3, **fast, **settings)
+    return SearchCore(NasBench201Space(), config)
+
+
+def test_core_searches_a_front_of_accuracy_and_params(nb201_csv):
+    from nni_diffusionnag.bench.common import type_index
+    from nni_diffusionnag.bench.common import nb201_truth
+    from nni_diffusionnag.properties.nasbench201 import count
+
+    acc = nb201_truth(nb201_csv, "cifar10_test_acc")
+    core = _nb201_core(["params"])
+    for _ in range(6):
+        for sample in core.propose(3):
+            core.observe(sample, float(acc[int(type_index(np.array(core.key_of(sample))))]))
+    assert len(core.history()) == 18
+    front = core.pareto_front()
+    values = np.array([[f["objectives"]["default"], -f["objectives"]["params"]] for f in front])
+    everything = np.array([[h["metric"], -count(np.array([core.key_of(h["sample"])]), "params", unit="M")[0]]
+                           for h in core.history()])
+    assert len(front) >= 2 and pareto_mask(values).all()  # non-dominated, with both objectives
+    assert all(not ((everything >= v).all(1) & (everything > v).any(1)).any() for v in values)
+    assert [f["objectives"]["default"] for f in front] == sorted((f["objectives"]["default"] for f in front),
+                                                                 reverse=True)
+
+    state = core.state_dict()
+    again = _nb201_core(["params"])
+    again.load_state_dict(state)
+    assert again.pareto_front() == front
+
+
+def test_reported_objective_missing_is_named_and_the_search_goes_on(caplog):
+    core = _nb201_core(["latency_ms:min"])
+    samples = core.propose(6)
+    with caplog.at_level(logging.WARNING):
+        for i, sample in enumerate(samples):
+            core.observe(sample, {"default": float(i), "latency_ms": 5.0 - i} if i % 2 else {"default": float(i)})
+        core.observe(core.propose(1)[0], {"default": 9.0, "latency_ms": float("nan")})
+    said = [r.getMessage() for r in caplog.records if "latency_ms" in r.getMessage()]
+    assert len(said) == 1 and "report it in their final dict" in said[0]  # once, naming it
+    assert len(core.history()) == 7
+    front = core.pareto_front()  # only the results that reported it
+    assert front and all(set(f["objectives"]) == {"default", "latency_ms"} for f in front)
+    assert len(core.propose(3)) == 3  # a guided round with the latency surrogate fitted on 3 results
+    assert "latency_ms" in core.mo.models
