@@ -315,6 +315,10 @@ class DiffusionNAGExperiment(NasExperiment):
             _logger.info("DiffusionNAGExperiment: continue_on_failure set, so a failing trial never ends the search")
         if hasattr(self.strategy, "persist"):
             self.strategy.persist = self._save_progress
+        if hasattr(self.strategy, "prediction_log"):
+            from ..search.core import PREDICTIONS_FILE
+
+            self.strategy.prediction_log = self._checkpoint_directory / PREDICTIONS_FILE
         self._progress_lock = threading.Lock()
 
     def resume(self, port: int = 8080, wait_completion: bool = True, debug: bool = False) -> Any:

@@ -103,6 +103,7 @@ class DiffusionNAG(Strategy):
         self._running: Dict[int, ExecutableModelSpace] = {}  # strong refs: the engine keeps only weakrefs
         self._running_lock = threading.Lock()
         self.persist: Optional[Any] = None  # set by DiffusionNAGExperiment: save after every result
+        self.prediction_log: Optional[Any] = None  # set by DiffusionNAGExperiment: for `nni-diffusionnag report`
         self._warned_no_metric = False
         self._reported: set = set()  # models whose FinalMetric arrived
 
@@ -142,6 +143,7 @@ class DiffusionNAG(Strategy):
         space = space_for_model(model_space, self.config.prior.discretize)
         self.core = SearchCore(space, self.config, model_space=model_space)
         self.core.persist = self.persist
+        self.core.prediction_log = self.prediction_log
         if self._pending_state is not None:
             self.core.load_state_dict(self._pending_state)
             self._pending_state = None

@@ -33,6 +33,8 @@ gives the dispatcher 10 s to connect, and the dispatcher builds the tuner before
 from __future__ import annotations
 
 import logging
+import os
+from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional
 
 import nni
@@ -114,6 +116,11 @@ class DiffusionNAGTuner(Tuner):
         if self.core is not None:
             _logger.warning("DiffusionNAGTuner: the search space changed; the search starts over")
         self.core = SearchCore(space, self.config)
+        checkpoint = os.environ.get("NNI_CHECKPOINT_DIRECTORY")  # the dispatcher's: <experiment dir>/checkpoint
+        if checkpoint:
+            from ..search.core import PREDICTIONS_FILE
+
+            self.core.prediction_log = Path(checkpoint) / PREDICTIONS_FILE
         self._served.clear()
         deferred, self._deferred = self._deferred, []
         if deferred:

@@ -53,6 +53,9 @@ __all__ = ["SearchCore", "scalar_metric", "Key"]
 
 _logger = logging.getLogger(__name__)
 
+#: What the surrogate predicted for each proposal, in the experiment's checkpoint folder (both routes).
+PREDICTIONS_FILE = "diffusionnag-predictions.jsonl"
+
 Key = Tuple[int, ...]
 Sample = Dict[str, Any]
 
@@ -186,6 +189,9 @@ class SearchCore:
         # Called after every recorded result, failure or rejection (outside the lock): where the
         # search keeps durable state, e.g. DiffusionNAGExperiment's checkpoint. Errors are logged.
         self.persist: Optional[Callable[[], None]] = None
+        # Where to append what the surrogate predicted for each guided proposal, one JSON line
+        # {"sample", "mean", "std"} in the metric's units (read by `nni-diffusionnag report`); None: nowhere.
+        self.prediction_log: Optional[Any] = None
         _logger.info("DiffusionNAG on %s with prior %s (%s)%s", space, getattr(prior, "kind", "learned"),
                      prior.device, f": {config.describe()}" if config.describe() else "")
 
@@ -295,7 +301,26 @@ class SearchCore:
                     how = "unguided"
             _logger.info("DiffusionNAG: %d %s proposals in %.2f s (%d results so far)", len(batch), how,
                          time.time() - t0, len(history))
+            if self.prediction_log is not None and gen.surrogate is not None and len(batch):
+                self._log_predictions(batch)
             return batch
+
+    def _log_predictions(self, batch: np.ndarray) -> None:
+        import json
+        from pathlib import Path
+
+        mean, std = self.generator.predict(batch)
+        sign = self.config.acquisition.sign  # the surrogate learns sign * metric
+        lines = [json.dumps({"sample": self.space.types_to_sample(t), "mean": float(sign * m), "std": float(s)},
+                            default=str) for t, m, s in zip(batch, mean, std)]
+        try:
+            path = Path(self.prediction_log)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with path.open("a") as f:
+                f.write("\n".join(lines) + "\n")
+        except OSError as err:  # a report figure is not worth ending the search for
+            _logger.warning("DiffusionNAG: could not write predictions to %s (%s)", self.prediction_log, err)
+            self.prediction_log = None
 
     def _mo_round(self, history: List[Tuple[Key, float]], exclude: set) -> np.ndarray:
         """Refit every learned objective, then generate under per-graph trade-offs and pick by
