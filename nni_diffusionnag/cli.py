@@ -1,4 +1,4 @@
-"""Command line: ``nni-diffusionnag {train-prior, train-meta, generate, bench}``."""
+"""Command line: ``nni-diffusionnag {train-prior, train-meta, generate, report, bench}``."""
 
 from __future__ import annotations
 
@@ -276,7 +276,18 @@ def _check_bench(args: argparse.Namespace) -> None:
         from .bench.speed import SPACES
 
         _check_names("bench speed", "spaces", args.spaces, SPACES)
-    if args.which in ("search", "transfer", "guidance", "durability"):
+    if args.which == "multiobjective":
+        from .bench.multiobjective import COSTS, METHODS
+
+        _check_names("bench multiobjective", "methods", args.methods, METHODS)
+        _check_names("bench multiobjective", "costs", args.costs, COSTS)
+        if {"NSGAII", "TPE"} & set(args.methods.split(",")):
+            try:
+                import optuna  # noqa: F401
+            except ImportError:
+                raise CliError("bench multiobjective: the NSGAII and TPE methods need Optuna: "
+                               "pip install 'nni-diffusionnag[bench]'") from None
+    if args.which in ("search", "transfer", "guidance", "durability", "multiobjective"):
         if not args.table:
             raise CliError(f"bench {args.which} needs --table PATH (e.g. ../shared/data/nb201/nb201_test_acc.csv)")
         if not Path(args.table).is_file():
@@ -288,10 +299,19 @@ def _check_bench(args: argparse.Namespace) -> None:
 
 def _cmd_bench(args: argparse.Namespace) -> int:
     _check_bench(args)
-    if isinstance(args.seeds, list) and args.which not in ("hpo", "nbgraph"):
-        raise SystemExit(f"bench {args.which}: --seeds takes a number of seeds (a list or range is for bench hpo and nbgraph)")
+    if isinstance(args.seeds, list) and args.which not in ("hpo", "nbgraph", "multiobjective"):
+        raise SystemExit(f"bench {args.which}: --seeds takes a number of seeds (a list or range is for bench hpo, "
+                         "nbgraph and multiobjective)")
     if args.budget is None:
-        args.budget = {"hpo": 60, "durability": 50, "nbgraph": 200}.get(args.which, 300)
+        args.budget = {"hpo": 60, "durability": 50, "nbgraph": 200, "multiobjective": 100}.get(args.which, 300)
+    if args.which == "multiobjective":
+        from .bench.multiobjective import run_multiobjective_bench, summarize
+
+        seeds = args.seeds if isinstance(args.seeds, list) else list(range(args.seeds if args.seeds else 10))
+        result = run_multiobjective_bench(args.table, args.output, args.costs.split(","), args.column, seeds,
+                                          args.budget, args.methods.split(","), device=args.device)
+        print(summarize(result))
+        return 0
     if args.which == "durability":
         from .bench.durability import run_durability_bench, summarize
 
@@ -374,6 +394,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=_count(1), default=1000)
     p.set_defaults(func=_cmd_generate)
 
+    from .report.command import HELP, add_report_arguments, run_report  # light: matplotlib loads when it runs
+
+    p = sub.add_parser("report", help=HELP)
+    add_report_arguments(p)
+    p.set_defaults(func=run_report)
+
     p = sub.add_parser("train-meta", help="train a meta-surrogate on task tables (transferable NAS)")
     _add_common(p)
     p.add_argument("--task", action="append", required=True, metavar="NAME=CSV[:COLUMN][@DATASET]",
@@ -388,7 +414,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="benchmarks behind docs/benchmarks.md (JSON + PNG)")
     p.add_argument("which", choices=["generate", "guidance", "search", "transfer", "mobilenetv3", "hpo", "durability",
-                                      "nbgraph", "speed"])
+                                      "nbgraph", "speed", "multiobjective"])
     p.add_argument("--space", default="nasbench201")
     p.add_argument("--table", default=None, help="NB201 table CSV (guidance, search)")
     p.add_argument("--column", default="cifar10_test_acc", help="table column to maximise (search)")
@@ -406,6 +432,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--spaces", default="nasbench201,mobilenetv3,proxylessnas,constrained,nbgraph",
                    help="speed: comma list of spaces")
     p.add_argument("--tuners", default="TPE,Anneal,Random,DiffusionNAG", help="hpo: comma list of tuners")
+    p.add_argument("--methods", default="DiffusionNAG-MO,DiffusionNAG-sum,Random,NSGAII,TPE",
+                   help="multiobjective: comma list of methods")
+    p.add_argument("--costs", default="params,flops", help="multiobjective: comma list of cost objectives")
     p.add_argument("-n", type=_count(1), default=1000, help="graphs per run (generate)")
     p.add_argument("--flops-budget", type=_number, default=220.0, help="MFLOPs budget (mobilenetv3)")
     p.add_argument("--device", type=_device, default="cpu", help="generator device (default cpu, for comparable timings)")

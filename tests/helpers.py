@@ -249,3 +249,153 @@ class SampleLengthEvaluator(Evaluator):
         value = float(sum(len(str(v)) for v in model.sample.values()))
         nni.report_final_result(value)
         return value
+
+
+# --- headless Chromium over the DevTools protocol (test_browser: the web portal; test_report and
+# test_nnictl_routes: the pages of `nni-diffusionnag report`) -------------------------------------
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = ROOT / "test-artifacts"  # screenshots and page texts (CI keeps the folder; never committed)
+
+
+class DevTools:
+    """Minimal Chrome DevTools protocol client (one page), over the ``websockets`` package NNI
+    already depends on (no chromedriver, nothing downloaded)."""
+
+    def __init__(self, ws_url: str) -> None:
+        from websockets.sync.client import connect
+
+        self._ws = connect(ws_url, max_size=64 * 2**20, open_timeout=30).__enter__()
+        self._id = 0
+
+    def __call__(self, method: str, **params):
+        self._id += 1
+        self._ws.send(json.dumps({"id": self._id, "method": method, "params": params}))
+        while True:
+            msg = json.loads(self._ws.recv(timeout=60))
+            if msg.get("id") == self._id:
+                if "error" in msg:
+                    raise RuntimeError(f"{method}: {msg['error']}")
+                return msg["result"]
+
+    def js(self, expression: str):
+        res = self("Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=True)
+        if "exceptionDetails" in res:
+            raise RuntimeError(f"JS error in {expression!r}: {res['exceptionDetails']}")
+        return res["result"].get("value")
+
+    def wait_for(self, expression: str, timeout: float = 60.0):
+        deadline = time.time() + timeout
+        while True:
+            value = self.js(expression)
+            if value:
+                return value
+            if time.time() > deadline:
+                raise TimeoutError(f"timed out waiting for {expression}")
+            time.sleep(0.5)
+
+    def screenshot(self, path: Path, width: int = 1400) -> None:
+        """The whole page (the viewport stretched to its height) as a PNG file."""
+        import base64
+
+        self("Emulation.setDeviceMetricsOverride", width=width,
+             height=int(self.js("document.documentElement.scrollHeight")) + 50, deviceScaleFactor=1, mobile=False)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(base64.b64decode(self("Page.captureScreenshot", format="png")["data"]))
+
+    def close(self) -> None:
+        self._ws.close()
+
+
+def launch_chromium(url: str, profile: Path) -> tuple:
+    """Headless Chromium showing ``url``: (its process, a DevTools client of the page). The caller
+    stops the process (stop_process); skips the test when /usr/bin/chromium is missing."""
+    import pytest
+
+    from nni_diffusionnag.integration.compat import free_port
+
+    if not CHROMIUM.is_file():
+        pytest.skip(f"{CHROMIUM} is missing (Debian package 'chromium'; scripts/setup.sh installs it as root)")
+    debug_port = free_port()
+    proc = subprocess.Popen(
+        [str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         "--disable-dev-shm-usage", f"--user-data-dir={profile}", "--window-size=1400,1400",
+         f"--remote-debugging-port={debug_port}", "--remote-allow-origins=*", url],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 60
+    try:
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{debug_port}/json/list", timeout=5) as r:
+                    pages = [t for t in json.load(r) if t.get("type") == "page"]
+                if pages:
+                    return proc, DevTools(pages[0]["webSocketDebuggerUrl"])
+            except OSError:
+                pass
+            if proc.poll() is not None or time.time() > deadline:
+                raise RuntimeError(f"chromium did not open its DevTools port (exit code {proc.poll()})")
+            time.sleep(0.5)
+    except BaseException:
+        stop_process(proc)
+        raise
+
+
+def stop_process(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(10)
+
+
+# What a reader of a report page sees, once every image has been decoded (or failed to).
+_REPORT_PAGE_JS = """(async () => {
+  const images = [...document.images];
+  const decoded = await Promise.all(images.map(i => i.decode().then(() => true, () => false)));
+  return {
+    title: document.title,
+    headings: [...document.querySelectorAll('h1, h2')].map(h => h.textContent),
+    images: images.map((i, k) => ({figure: i.closest('figure') && i.closest('figure').id,
+                                   width: i.naturalWidth, decoded: decoded[k]})),
+    external: [...document.querySelectorAll('[src], [href]')]
+      .map(e => e.getAttribute('src') || e.getAttribute('href')).filter(u => !u.startsWith('data:')),
+    resources: performance.getEntriesByType('resource').map(r => r.name).filter(n => !n.startsWith('data:')),
+    trials: [...document.querySelectorAll('tbody tr')].map(r => r.cells[1].textContent),
+    text: document.body.innerText,
+  };
+})()"""
+
+
+def open_report_page(page: Path, profile: Path, screenshot: Path) -> dict:
+    """Open a report page (``file://``) in headless Chromium and return what it shows: title,
+    headings, every ``<img>`` (its figure's id, naturalWidth, decoded), any URL that is not a
+    ``data:`` URI, the trial ids of the table, the text; a screenshot of it is left at ``screenshot``."""
+    url = Path(page).resolve().as_uri()
+    proc, tab = launch_chromium(url, profile)
+    try:
+        # the tab starts on about:blank, itself 'complete': wait for the page
+        tab.wait_for(f"location.href === {json.dumps(url)} && document.readyState === 'complete'")
+        shown = tab.js(_REPORT_PAGE_JS)
+        tab.screenshot(screenshot)
+        tab.close()
+    finally:
+        stop_process(proc)
+    return shown
+
+
+def check_report_page(shown: dict, exp_id: str, figures: list) -> None:
+    """The page names the experiment in its title and every heading, shows exactly ``figures``
+    (figure ids, in order), each image decoded with a width, and fetches nothing."""
+    assert exp_id in shown["title"], shown["title"]
+    assert shown["headings"] and all(exp_id in h for h in shown["headings"]), shown["headings"]
+    assert [i["figure"] for i in shown["images"]] == figures, shown["images"]
+    broken = [i for i in shown["images"] if not (i["decoded"] and i["width"] > 0)]
+    assert not broken, broken
+    assert shown["external"] == [] and shown["resources"] == [], (shown["external"], shown["resources"])
+
+
+def report_command(*args: str, env: dict, timeout: float = 120) -> subprocess.CompletedProcess:
+    """``nni-diffusionnag report ARGS`` in a fresh interpreter (the background jobs' way)."""
+    return subprocess.run([sys.executable, "-m", "nni_diffusionnag.cli", "report", *args], capture_output=True,
+                          text=True, env=env, timeout=timeout, cwd=ROOT)

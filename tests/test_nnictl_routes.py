@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from nni_diffusionnag.integration.compat import free_port
-from helpers import CANCEL, META, _dispatcher_log, _nnictl, _rest, nnictl_env, nnictl_job
+from helpers import (ARTIFACTS, CANCEL, META, _dispatcher_log, _nnictl, _rest, check_report_page, nnictl_env,
+                     nnictl_job, open_report_page, report_command)
 
 ROOT = Path(__file__).resolve().parents[1]
 HPO = ROOT / "examples" / "nnictl_hpo"
@@ -156,14 +157,38 @@ def user_model_space_json(tmp_path):
     finally:
         sys.path.remove(str(trial_dir))
         sys.modules.pop("user_space", None)
-    return lambda: (space, *_run(tmp_path, space, trial_dir, f'"{sys.executable}" trial.py',
-                                 {"seed": 1, "warmup": 2, "batch_size": 2, "device": "cpu"}, trials=3))
+
+    def run():
+        outcome = _run(tmp_path, space, trial_dir, f'"{sys.executable}" trial.py',
+                       {"seed": 1, "warmup": 2, "batch_size": 2, "device": "cpu"}, trials=3)
+        # then `nni-diffusionnag report ID` on the stopped experiment, which nnictl's registry in the
+        # job's HOME places in its working directory (test_report_page_of_user_model_space_json)
+        workdir = tmp_path / "experiments"
+        ids = [p.name for p in workdir.iterdir() if p.is_dir() and not p.is_symlink()] if workdir.is_dir() else []
+        report = (report_command(ids[0], "--output", str(tmp_path / "report"), env=nnictl_env(tmp_path))
+                  if len(ids) == 1 else None)
+        return (space, *outcome, (ids, report, tmp_path / "report" / "report.html"))
+
+    return run
 
 
 @pytest.mark.background_job("user_model_space_json")
 def test_user_model_space_json(background_result):
-    space, status, jobs, log = background_result()
+    space, status, jobs, log, _ = background_result()
     _check(status, jobs, log, space, 3)
+
+
+@pytest.mark.background_job("user_model_space_json")
+def test_report_page_of_user_model_space_json(background_result, tmp_path):
+    """`nni-diffusionnag report ID` on the nnictl experiment above (the tuner route: parameters are
+    the sample, scalar metrics): the page opens in headless Chromium with every figure decoded."""
+    *_, (ids, report, page) = background_result()
+    assert len(ids) == 1 and report is not None, ids
+    assert report.returncode == 0, report.stdout + report.stderr
+    shown = open_report_page(page, tmp_path / "chrome", ARTIFACTS / "report-nnictl.png")
+    check_report_page(shown, ids[0], ["progress", "predictions", "top-1", "top-2", "top-3"])
+    assert len(shown["trials"]) == 3 and "One objective (default)" in shown["text"]
+    assert "width=" in shown["text"] and "dropout=" in shown["text"]  # the tuner route's parameters, in the table
 
 
 @nnictl_job
