@@ -60,7 +60,7 @@ def test_selection_prefers_what_enlarges_the_front():
                      [0.7, -0.6],  # dominated
                      [0.95, -0.45]])  # dominates the first observed point
     w = np.full((3, 2), 0.5)
-    picks = MultiObjective.select(pred, w, observed, 2, observed.min(0), observed.max(0))
+    picks = MultiObjective.select(pred, w, observed, 2, observed.min(0), observed.max(0), np.array([0.7, -0.7]))
     assert picks[0] == 2 and 1 not in picks
     assert chebyshev_np(np.array([[1.0, 1.0], [0.0, 1.0]]), np.full((2, 2), 0.5)).tolist() == [0.0, pytest.approx(-0.525)]
 

@@ -15,7 +15,8 @@ features) and metrics the trials report (a surrogate ensemble each). Everything 
   the front, and Chebyshev (unlike a weighted sum) reaches its non-convex parts too.
 - **Batch selection by hypervolume improvement**: candidates are picked greedily, each the one
   that most enlarges the hypervolume of the observed front plus the picks so far, by predicted
-  (optimistic) objectives, against a reference point just below the front's nadir; when nothing
+  (optimistic) objectives, against a reference point just below the front's nadir in the trial
+  metric and below the worst result in the other objectives (:func:`_reference`); when nothing
   improves it, by its own scalarisation. Normalisation (``v_j``) is by the front's nadir and
   ideal point too.
 """
@@ -179,14 +180,14 @@ class MultiObjective:
         if not pool:
             return np.zeros((0, gen.space.num_nodes), dtype=np.int64)
         cand, cand_w = np.stack(pool), np.stack(pool_w)
-        return cand[self.select(self.predict(cand, kappa), cand_w, obs, k, lo, hi)]
+        return cand[self.select(self.predict(cand, kappa), cand_w, obs, k, lo, hi, _reference(obs, lo, hi))]
 
     @staticmethod
     def select(pred: np.ndarray, weights: np.ndarray, observed: np.ndarray, k: int, lo: np.ndarray,
-               hi: np.ndarray) -> List[int]:
-        """Greedy hypervolume-improvement picks (indices into ``pred``), see the module docstring."""
+               hi: np.ndarray, ref: np.ndarray) -> List[int]:
+        """Greedy hypervolume-improvement picks (indices into ``pred``) against ``ref``, see the
+        module docstring."""
         span = np.maximum(hi - lo, 1e-9)
-        ref = lo - 0.1 * span  # just below the observed front's nadir: improve the front where it is
         front = observed[pareto_mask(observed)] if len(observed) else np.zeros((0, pred.shape[1]))
         own = chebyshev_np((pred - lo) / span, weights)
         picked: List[int] = []
@@ -228,6 +229,20 @@ def _front_box(obs: np.ndarray) -> tuple:
     flat = hi - lo < 1e-9  # one front point: fall back to the range of all results
     lo[flat], hi[flat] = obs.min(axis=0)[flat], obs.max(axis=0)[flat]
     return lo, hi
+
+
+def _reference(obs: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """The reference point of the selection: for the trial metric, just below the front's nadir
+    (a result worse than every front point is no trade-off worth finding); for the other
+    objectives, just below the worst result seen, so that a more accurate but costlier
+    architecture still enlarges the front. With the nadir in every objective (a common default),
+    nothing costlier than the front's costliest point could ever be picked: on NB201 the front
+    then never grew towards the accurate end (hypervolume 0.62 of the true front's after 50
+    queries against 0.69-0.76 for random search, 2 seeds)."""
+    span = np.maximum(hi - lo, 1e-9)
+    ref = obs.min(axis=0) - 0.1 * span
+    ref[0] = lo[0] - 0.1 * span[0]
+    return ref
 
 
 def chebyshev(v: torch.Tensor, w: torch.Tensor, rho: float = RHO) -> torch.Tensor:
