@@ -165,7 +165,7 @@ def summarize(result: Dict[str, Any]) -> str:
     for cost, col in result["columns"].items():
         ref = col["reference_point"]
         lines += [f"accuracy ({result['column']}, test) x {cost}: true front {col['true_front_size']} cells, reference "
-                  f"point accuracy {ref['accuracy']:.2f}, {cost} {ref[cost]:.3f} M; {len(result['seeds'])} seeds",
+                  f"point accuracy {ref['accuracy']:.2f}, {cost} {ref[cost] / 1e6:.3f} M; {len(result['seeds'])} seeds",
                   "", "| method | HV @10 | @20 | @50 | @100 | median queries to 95% | reached | s / query |",
                   "|---|---|---|---|---|---|---|---|"]
         for method in dict.fromkeys(r["method"] for r in col["runs"]):
