@@ -116,3 +116,26 @@ def test_reported_objective_missing_is_named_and_the_search_goes_on(caplog):
     assert front and all(set(f["objectives"]) == {"default", "latency_ms"} for f in front)
     assert len(core.propose(3)) == 3  # a guided round with the latency surrogate fitted on 3 results
     assert "latency_ms" in core.mo.models
+
+
+def test_the_tuner_takes_objectives_from_its_class_args():
+    """The nnictl route: the same setting by name, results with the reported objective."""
+    import json
+    from pathlib import Path
+
+    from nni_diffusionnag.integration.tuner import DiffusionNAGTuner
+
+    ss = json.loads((Path(__file__).resolve().parents[1] / "examples" / "nnictl_nasbench201" /
+                     "search_space.json").read_text())
+    tuner = DiffusionNAGTuner(objectives=["latency_ms:min"], seed=0, warmup=4, batch_size=2, device="cpu",
+                              surrogate=dict(hidden=16, steps=30, ensemble=2), sampler=dict(num_steps=10))
+    tuner.update_search_space(ss)
+    for i in range(6):
+        params = tuner.generate_parameters(i)
+        convs = sum(v == "conv_3x3" for v in params.values())
+        tuner.receive_trial_result(i, params, {"default": float(convs), "latency_ms": 1.0 + convs})
+    front = tuner.core.pareto_front()
+    assert front and all(set(f["objectives"]) == {"default", "latency_ms"} for f in front)
+    # accuracy and latency grow together here: every front point trades one for the other
+    ordered = sorted((f["objectives"]["default"], f["objectives"]["latency_ms"]) for f in front)
+    assert [lat for _, lat in ordered] == sorted(lat for _, lat in ordered)
