@@ -253,6 +253,9 @@ def _check_names(command: str, noun: str, text: str, allowed) -> None:
         raise CliError(f"{command}: unknown {noun} {unknown}; choose from {list(allowed)}")
 
 
+SPEED_SPACES = "nasbench201,mobilenetv3,proxylessnas,constrained,nbgraph"
+
+
 def _check_bench(args: argparse.Namespace) -> None:
     """Every argument of a bench run, before its first run."""
     if args.which == "search":
@@ -276,6 +279,12 @@ def _check_bench(args: argparse.Namespace) -> None:
         from .bench.speed import SPACES
 
         _check_names("bench speed", "spaces", args.spaces, SPACES)
+    if args.which == "latency":
+        from .bench.latency import SPACES as LATENCY_SPACES
+
+        if args.spaces == SPEED_SPACES:  # the parser's default is the speed bench's list
+            args.spaces = "nasbench201"
+        _check_names("bench latency", "spaces", args.spaces, LATENCY_SPACES)
     if args.which == "multiobjective":
         from .bench.multiobjective import COSTS, METHODS
 
@@ -303,7 +312,15 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         raise SystemExit(f"bench {args.which}: --seeds takes a number of seeds (a list or range is for bench hpo, "
                          "nbgraph and multiobjective)")
     if args.budget is None:
-        args.budget = {"hpo": 60, "durability": 50, "nbgraph": 200, "multiobjective": 100}.get(args.which, 300)
+        args.budget = {"hpo": 60, "durability": 50, "nbgraph": 200, "multiobjective": 100, "latency": 250}.get(args.which, 300)
+    if args.which == "latency":
+        import json
+
+        from .bench.latency import run_latency_bench
+
+        result = run_latency_bench(args.output, args.spaces.split(","), n=args.budget or 250)
+        print(json.dumps({k: v for k, v in result.items() if k != "machine"}, indent=1, default=str)[:4000])
+        return 0
     if args.which == "multiobjective":
         from .bench.multiobjective import run_multiobjective_bench, summarize
 
@@ -414,7 +431,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="benchmarks behind docs/benchmarks.md (JSON + PNG)")
     p.add_argument("which", choices=["generate", "guidance", "search", "transfer", "mobilenetv3", "hpo", "durability",
-                                      "nbgraph", "speed", "multiobjective"])
+                                      "nbgraph", "speed", "multiobjective", "latency"])
     p.add_argument("--space", default="nasbench201")
     p.add_argument("--table", default=None, help="NB201 table CSV (guidance, search)")
     p.add_argument("--column", default="cifar10_test_acc", help="table column to maximise (search)")
@@ -429,8 +446,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="search: keep going after the table optimum (for timing a whole run)")
     p.add_argument("--datasets", default="cora,citeseer,pubmed,cs,physics,photo",
                    help="nbgraph: comma list of NAS-Bench-Graph datasets")
-    p.add_argument("--spaces", default="nasbench201,mobilenetv3,proxylessnas,constrained,nbgraph",
-                   help="speed: comma list of spaces")
+    p.add_argument("--spaces", default=SPEED_SPACES,
+                   help="speed: comma list of spaces; latency: nasbench201,mobilenetv3")
     p.add_argument("--tuners", default="TPE,Anneal,Random,DiffusionNAG", help="hpo: comma list of tuners")
     p.add_argument("--methods", default="DiffusionNAG-MO,DiffusionNAG-sum,Random,NSGAII,TPE",
                    help="multiobjective: comma list of methods")

@@ -12,7 +12,7 @@ from typing import Optional, Tuple, Union
 import numpy as np
 import torch
 
-__all__ = ["KINDS", "check_kind", "unit_scale", "expected_additive_cost"]
+__all__ = ["KINDS", "check_kind", "unit_scale", "expected_additive_cost", "additive_least_squares"]
 
 KINDS: Tuple[str, ...] = ("params", "flops")
 _UNITS = {None: 1.0, "": 1.0, "count": 1.0, "K": 1e3, "M": 1e6, "G": 1e9}
@@ -50,3 +50,29 @@ def expected_additive_cost(x: torch.Tensor, const: float, coef: np.ndarray, lega
     coef_t = torch.as_tensor(coef, dtype=dtype, device=x.device)
     logits = (x.to(dtype) / temp).masked_fill(~torch.as_tensor(legal, device=x.device), float("-inf"))
     return const + (torch.softmax(logits, dim=-1) * coef_t).sum(dim=(-1, -2))
+
+
+def additive_least_squares(types: np.ndarray, y: np.ndarray, num_types: int,
+                           ridge: float = 0.0) -> Tuple[float, np.ndarray]:
+    """Least-squares ``(const, coef [N, V])`` of ``y ~ const + sum_n coef[n, types[:, n]]``.
+
+    ``types: [M, N]`` int, ``y: [M]``. The design is one-hot per node plus a constant column.
+    ``ridge > 0`` adds ``ridge * |coef|^2`` (the constant is not penalised); ``ridge = 0`` is
+    the minimum-norm solution. Either way a type never seen at a node gets coefficient 0: its
+    column is zero, so any other value would only add to the norm.
+    """
+    types = np.asarray(types, dtype=np.int64)
+    m, n = types.shape
+    onehot = np.zeros((m, n * num_types))
+    onehot[np.arange(m)[:, None], np.arange(n) * num_types + types] = 1.0
+    design = np.concatenate([np.ones((m, 1)), onehot], axis=1)
+    target = np.asarray(y, dtype=np.float64)
+    if ridge > 0:
+        # Augmented rows sqrt(ridge) * I solve the ridge problem with the same lstsq call.
+        penalty = np.concatenate([np.zeros((n * num_types, 1)), np.sqrt(ridge) * np.eye(n * num_types)], axis=1)
+        design = np.concatenate([design, penalty], axis=0)
+        target = np.concatenate([target, np.zeros(n * num_types)])
+    w, *_ = np.linalg.lstsq(design, target, rcond=None)
+    coef = w[1:].reshape(n, num_types)
+    coef[onehot.sum(0).reshape(n, num_types) == 0] = 0.0  # exactly, not up to round-off
+    return float(w[0]), coef

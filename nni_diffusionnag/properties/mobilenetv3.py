@@ -41,7 +41,7 @@ import torch
 
 from ..space.base import GraphSpace
 from ..space.mobilenetv3 import FIXED, NUM_STAGES, OFA_KWARGS, OPS, SKIP, SLOTS, MobileNetV3OFASpace
-from .additive import KINDS, check_kind, expected_additive_cost, unit_scale
+from .additive import KINDS, additive_least_squares, check_kind, expected_additive_cost, unit_scale
 
 if TYPE_CHECKING:
     from ..diffusion.guidance import GuidanceTerm
@@ -313,13 +313,10 @@ def fit_additive_cost(space: GraphSpace, exact: Callable[[np.ndarray], np.ndarra
     rng = np.random.default_rng(seed)
     types = space.random_types(num_samples, rng)
     y = np.asarray(exact(types), dtype=np.float64)
-    onehot = np.zeros((num_samples, space.num_nodes * space.num_types))
-    onehot[np.arange(num_samples)[:, None], np.arange(space.num_nodes) * space.num_types + types] = 1.0
-    design = np.concatenate([np.ones((num_samples, 1)), onehot], axis=1)
-    w, *_ = np.linalg.lstsq(design, y, rcond=None)
-    pred = design @ w
+    const, coef = additive_least_squares(types, y, space.num_types)
+    pred = const + coef[np.arange(space.num_nodes)[None, :], types].sum(axis=1)
     r2 = 1.0 - float(((y - pred) ** 2).sum() / max(((y - y.mean()) ** 2).sum(), 1e-12))
-    return float(w[0]), w[1:].reshape(space.num_nodes, space.num_types), r2
+    return const, coef, r2
 
 
 def space_budget_constraint(space: GraphSpace, model_space: Any, kind: str, budget: float, unit: Optional[str] = "M",
