@@ -7,7 +7,7 @@ import platform
 import resource
 import time
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any, Dict, List
 
 import numpy as np
 
@@ -52,3 +52,13 @@ def machine_info() -> Dict[str, Any]:
 def write_json(path: Path, payload: Dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(payload, indent=1, default=float))
+
+
+def pad_curves(curves: List[Any], budget: int, empty: float = float("nan")) -> np.ndarray:
+    """Per-run curves (best-so-far, hypervolume...) as ``[runs, budget]``: a run that stopped early
+    keeps its last value, a longer one is cut at ``budget``, an empty one is ``empty`` throughout."""
+    rows = []
+    for c in curves:
+        c = np.asarray(c, dtype=float)[:budget]
+        rows.append(np.concatenate([c, np.full(budget - len(c), c[-1] if len(c) else empty)]))
+    return np.stack(rows)

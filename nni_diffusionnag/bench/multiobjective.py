@@ -26,7 +26,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ..search.pareto import hypervolume, hypervolume_curve, pareto_mask
-from .common import machine_info, nb201_truth, peak_rss_mb, type_index, write_json
+from .common import machine_info, nb201_truth, pad_curves, peak_rss_mb, type_index, write_json
 
 __all__ = ["run_multiobjective_bench", "summarize", "METHODS", "COSTS"]
 
@@ -152,11 +152,7 @@ def run_multiobjective_bench(table: str | Path, output: str | Path, costs: Seque
 
 
 def _curves(runs: List[Dict[str, Any]], budget: int) -> np.ndarray:
-    rows = []
-    for r in runs:
-        h = np.asarray(r["hv_fraction"], dtype=float)
-        rows.append(np.concatenate([h, np.full(budget - len(h), h[-1] if len(h) else 0.0)]))
-    return np.stack(rows)
+    return pad_curves([r["hv_fraction"] for r in runs], budget, empty=0.0)
 
 
 def summarize(result: Dict[str, Any]) -> str:
@@ -174,11 +170,9 @@ def summarize(result: Dict[str, Any]) -> str:
             at = [f"{curve[:, min(q, budget) - 1].mean():.3f}" for q in CHECKPOINTS]
             q = [r["queries_to_95"] if r["queries_to_95"] is not None else np.inf for r in runs]
             med = np.median(q)
-            lines.append(f"| {method} | {' | '.join(at)} | {med:.0f} | {sum(np.isfinite(q))}/{len(q)} | "
-                         f"{np.mean([r['seconds'] / max(1, len(r['rows'])) for r in runs]):.3f} |"
-                         if np.isfinite(med) else
-                         f"| {method} | {' | '.join(at)} | > {budget} | {sum(np.isfinite(q))}/{len(q)} | "
-                         f"{np.mean([r['seconds'] / max(1, len(r['rows'])) for r in runs]):.3f} |")
+            med_s = f"{med:.0f}" if np.isfinite(med) else f"> {budget}"
+            per_query = np.mean([r["seconds"] / max(1, len(r["rows"])) for r in runs])
+            lines.append(f"| {method} | {' | '.join(at)} | {med_s} | {sum(np.isfinite(q))}/{len(q)} | {per_query:.3f} |")
         lines.append("")
     return "\n".join(lines)
 

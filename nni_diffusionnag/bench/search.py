@@ -25,7 +25,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
-from .common import machine_info, nb201_truth, peak_rss_mb, write_json
+from .common import machine_info, nb201_truth, pad_curves, peak_rss_mb, write_json
 
 __all__ = ["run_search_bench", "run_one", "STRATEGIES"]
 
@@ -138,11 +138,7 @@ def run_search_bench(table: str | Path, column: str, output: str | Path, seeds: 
 
 def _curve(runs: List[Dict[str, Any]], budget: int) -> np.ndarray:
     """Best-so-far ``[seeds, budget]``; a run that stopped early keeps its last best."""
-    rows = []
-    for r in runs:
-        b = np.asarray(r["best_so_far"], dtype=float)
-        rows.append(np.concatenate([b, np.full(budget - len(b), b[-1])]) if len(b) < budget else b[:budget])
-    return np.stack(rows)
+    return pad_curves([r["best_so_far"] for r in runs], budget)
 
 
 def summarize(result: Dict[str, Any]) -> str:

@@ -33,7 +33,7 @@ from ..diffusion.guidance import GuidanceTerm
 from ..nn.surrogate import SurrogateEnsemble, fit_surrogate
 from .config import Objective
 from .generator import GuidedGenerator
-from .pareto import hypervolume, hypervolume_improvement, pareto_mask
+from .pareto import hypervolume_improvement, pareto_mask
 
 __all__ = ["MultiObjective", "RHO"]
 
@@ -200,11 +200,6 @@ class MultiObjective:
             front = np.vstack([front, pred[i][None]])
             front = front[pareto_mask(front)]
         return picked
-
-    def front_hypervolume(self, observed: np.ndarray, ref: np.ndarray) -> float:
-        """Hypervolume of the observed results (maximised, rows with every objective)."""
-        ok = np.isfinite(observed).all(axis=1)
-        return hypervolume(observed[ok], ref)
 
     # --- persistence ---------------------------------------------------------------------------
     def state_dict(self) -> Dict[str, Dict[str, torch.Tensor]]:
