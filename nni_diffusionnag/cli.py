@@ -318,7 +318,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
         from .bench.latency import run_latency_bench
 
-        result = run_latency_bench(args.output, args.spaces.split(","), n=args.budget or 250)
+        result = run_latency_bench(args.output, args.spaces.split(","), n=args.budget or 250, table=args.table,
+                                   column=args.column)
         print(json.dumps({k: v for k, v in result.items() if k != "machine"}, indent=1, default=str)[:4000])
         return 0
     if args.which == "multiobjective":

@@ -187,3 +187,99 @@ def test_save_load_round_trip_and_cache_key(tmp_path):
 def test_device_description_names_cpu_and_threads():
     d1, d4 = device_description("cpu", 1), device_description("cpu", 4)
     assert d1.startswith("cpu:") and d1.endswith("threads=1") and d1 != d4
+
+
+# --- latency by name: the configuration's latency_model, 'latency<=Bms' and the 'latency' objective ----
+def _saved_model(tmp_path, noise: float = 0.05):
+    types, y, _ = _synthetic(m=300, noise=noise, seed=3)
+    model = fit_additive_latency(types, y, space=SPACE)
+    model.save(tmp_path / "lat.json")
+    return model, tmp_path / "lat.json", y
+
+
+def test_latency_by_name_needs_a_model_and_a_valid_file(tmp_path):
+    from nni_diffusionnag.search.config import SearchConfig
+
+    for settings in ({"constraints": ["latency<=8ms"]}, {"objectives": ["latency"]},
+                     {"constraints": [{"cost": "latency", "budget": 8}]}):
+        with pytest.raises(ValueError, match="needs latency_model=PATH"):
+            SearchConfig.from_kwargs(**settings)
+    with pytest.raises(ValueError, match="latency_model='.*missing.json' is not a file"):
+        SearchConfig.from_kwargs(latency_model=str(tmp_path / "missing.json"))
+    (tmp_path / "other.json").write_text('{"format": 1, "const": 0}')
+    with pytest.raises(ValueError, match="not a saved AdditiveLatencyModel"):
+        SearchConfig.from_kwargs(latency_model=str(tmp_path / "other.json"))
+    (tmp_path / "broken.json").write_text("{")
+    with pytest.raises(ValueError, match="is not a latency model's JSON"):
+        SearchConfig.from_kwargs(latency_model=str(tmp_path / "broken.json"))
+    _, path, _ = _saved_model(tmp_path)
+    config = SearchConfig.from_kwargs(constraints=["latency<=9ms"], latency_model=str(path))
+    assert isinstance(config.latency(), AdditiveLatencyModel) and "latency_model=" in config.describe()
+
+
+def test_named_latency_budget_resolves_with_a_confidence_margin(tmp_path):
+    from statistics import NormalDist
+
+    from nni_diffusionnag.exceptions import SpaceMismatchError
+    from nni_diffusionnag.properties.budgets import parse_budget
+    from nni_diffusionnag.space import MobileNetV3OFASpace
+
+    model, _, y = _saved_model(tmp_path)
+    budget = float(np.median(y))
+    c = parse_budget(f"latency<={budget}ms", latency_model=model)(SPACE, None)
+    # admitted only if prediction + z_0.95 * held-out RMSE is within the budget
+    assert c.budget == pytest.approx(budget - NormalDist().inv_cdf(0.95) * model.report["rmse_ms"])
+    assert "95% sure" in c.name and c.budget < budget
+    assert parse_budget({"cost": "latency", "budget": budget}, latency_model=model)(SPACE, None).budget == c.budget
+    assert latency_constraint(model, budget).budget == budget  # the Python constraint trusts the model by default
+    with pytest.raises(SpaceMismatchError, match="latency model"):
+        parse_budget("latency<=8ms", latency_model=model)(MobileNetV3OFASpace(), None)
+    with pytest.raises(ValueError, match="milliseconds"):
+        parse_budget("latency<=8M", latency_model=model)
+    with pytest.raises(ValueError, match="needs latency_model=PATH"):
+        parse_budget("latency<=8ms")(SPACE, None)
+    with pytest.raises(ValueError, match="kinds: params, flops, latency"):
+        parse_budget("latency>8ms")
+
+
+def test_latency_budget_guides_the_search_and_an_impossible_one_is_refused(tmp_path):
+    from helpers import fast_strategy_settings
+
+    from nni_diffusionnag.search.config import SearchConfig
+    from nni_diffusionnag.search.core import SearchCore
+
+    model, path, y = _saved_model(tmp_path)
+    budget = float(np.quantile(y, 0.3))
+    config = SearchConfig.from_kwargs(seed=0, warmup=4, batch_size=4, constraints=[f"latency<={budget}ms"],
+                                      latency_model=str(path), **fast_strategy_settings())
+    core = SearchCore(SPACE, config)
+    rank = {v: i for i, v in enumerate(SPACE.node_types)}
+    proposed = []
+    for _ in range(3):
+        for sample in core.propose(4):
+            t = np.array(core.key_of(sample))
+            proposed.append(t)
+            core.observe(sample, float(sum(t == rank["nor_conv_3x3"])))  # wants the slow operation
+    pred = model.predict(np.stack(proposed))
+    assert len(proposed) == 12 and np.all(pred <= core.generator.constraints[0].budget) and np.all(pred <= budget)
+    fastest = model.const + np.where(SPACE.legal, model.coef, np.inf).min(1).sum()
+    with pytest.raises(ValueError, match=r"no architecture meets the constraint latency<="):
+        SearchCore(SPACE, config.replace(constraints=[f"latency<={0.9 * fastest}ms"]))
+
+
+def test_latency_as_an_objective_is_the_models_prediction(tmp_path):
+    from helpers import fast_strategy_settings
+
+    from nni_diffusionnag.search.config import SearchConfig
+    from nni_diffusionnag.search.core import SearchCore
+
+    model, path, _ = _saved_model(tmp_path)
+    config = SearchConfig.from_kwargs(seed=0, warmup=4, batch_size=4, objectives=["latency"], latency_model=str(path),
+                                      **fast_strategy_settings())
+    core = SearchCore(SPACE, config)
+    for _ in range(2):
+        for sample in core.propose(4):
+            core.observe(sample, float(np.random.default_rng(len(core.history())).uniform()))
+    front = core.pareto_front()
+    assert front and all(f["objectives"]["latency"] == pytest.approx(
+        float(model.predict(np.array(core.key_of(f["sample"])))[0])) for f in front)

@@ -231,8 +231,8 @@ class AdditiveLatencyModel:
     const, coef, legal
         The fit; types never seen in the data have coefficient 0.
     report
-        ``r2``, ``mae_ms``, ``rel_err`` (mean ``|pred - y| / y``) on held-out networks,
-        ``r2_train``, ``n_networks``, ``n_train``, ``n_test``.
+        ``r2``, ``mae_ms``, ``rmse_ms``, ``rel_err`` (mean ``|pred - y| / y``) on held-out
+        networks, ``r2_train``, ``n_networks``, ``n_train``, ``n_test``, ``ridge``.
     signature
         ``SpaceSignature.to_dict()`` of the space, or ``None`` when fitted without one.
     device
@@ -429,7 +429,7 @@ def fit_additive_latency(types: np.ndarray, latency_ms: np.ndarray, *, space: An
     if n_test:
         pred = c_tr + w_tr[np.arange(n)[None, :], types[test]].sum(1)
         err = np.abs(pred - y[test])
-        report.update(r2=_r2(y[test], pred), mae_ms=float(err.mean()),
+        report.update(r2=_r2(y[test], pred), mae_ms=float(err.mean()), rmse_ms=float(np.sqrt((err ** 2).mean())),
                       rel_err=float((err / np.maximum(np.abs(y[test]), 1e-12)).mean()))
     report["ridge"] = penalty(np.arange(m)) if n_test else ridge_tr
     const, coef = _pooled_fit(types, y, v, report["ridge"])
@@ -442,8 +442,8 @@ def fit_additive_latency(types: np.ndarray, latency_ms: np.ndarray, *, space: An
 
 
 # --- guidance ------------------------------------------------------------------------------------
-def latency_constraint(model: AdditiveLatencyModel, budget_ms: float, *, temperature: float = 0.2,
-                       scale: float = 1.0, margin: float = 0.03) -> "Constraint":
+def latency_constraint(model: AdditiveLatencyModel, budget_ms: float, *, confidence: Optional[float] = None,
+                       temperature: float = 0.2, scale: float = 1.0, margin: float = 0.03) -> "Constraint":
     """``latency <= budget_ms`` as a :class:`~nni_diffusionnag.search.generator.Constraint`.
 
     The additive model decides (``exact``: :meth:`AdditiveLatencyModel.predict`; the network is
@@ -453,13 +453,34 @@ def latency_constraint(model: AdditiveLatencyModel, budget_ms: float, *, tempera
     because the relaxed latency of nearly decided graphs is not the exact one. ``scale`` has not
     been swept for latency (the params constraints were); raise it if too many graphs end over
     budget.
+
+    ``confidence`` (e.g. 0.95): the model is only a fit, and a searched architecture tends to sit
+    just under the bound, where half of the predictions that say "within" are wrong. With it, an
+    architecture is admitted only if its prediction plus the one-sided ``confidence`` quantile of
+    a Gaussian with the model's held-out RMSE (``report['rmse_ms']``; ``1.25 * mae_ms`` for
+    models saved without it) is within ``budget_ms``. ``None`` trusts the prediction.
     """
+    from statistics import NormalDist
+
     from ..search.generator import Constraint
 
     if not budget_ms > 0:
         raise ValueError(f"budget_ms must be positive, got {budget_ms!r}")
     if not temperature > 0:
         raise ValueError(f"temperature must be positive, got {temperature!r}")
-    return Constraint(name=f"latency<={budget_ms:g}ms", budget=float(budget_ms),
-                      relaxed=lambda x, noise_t: model.relaxed(x, noise_t.clamp_min(temperature)),
+    name, bound = f"latency<={budget_ms:g}ms", float(budget_ms)
+    if confidence is not None:
+        if not 0.5 <= confidence < 1:
+            raise ValueError(f"confidence must be in [0.5, 1), got {confidence!r}")
+        rmse = model.report.get("rmse_ms", 1.25 * model.report["mae_ms"] if "mae_ms" in model.report else None)
+        if rmse is None:
+            _logger.warning("the latency model has no held-out error (fitted with holdout=0): %s trusts its "
+                            "predictions as they are", name)
+        else:
+            bound -= NormalDist().inv_cdf(confidence) * float(rmse)
+            name = f"{name} (predicted <= {bound:.3g} ms: {100 * confidence:g}% sure at held-out RMSE {rmse:.2g} ms)"
+            if not bound > 0:
+                raise ValueError(f"the latency budget {budget_ms:g} ms is within the latency model's error "
+                                 f"(RMSE {rmse:.3g} ms) of zero: raise it, or profile more carefully")
+    return Constraint(name=name, budget=bound, relaxed=lambda x, noise_t: model.relaxed(x, noise_t.clamp_min(temperature)),
                       exact=model.predict, scale=scale, noise_aware=True, margin=margin)

@@ -204,8 +204,9 @@ class TransferConfig:
                              "to read it with")
 
 
-# Objectives with an exact cost model in the spaces that have one (properties/budgets.py).
-COST_OBJECTIVES = ("params", "flops")
+# Objectives computed rather than reported (properties/budgets.py): the exact cost models of the
+# spaces that have one, and the latency model fitted on the user's device (latency_model).
+COST_OBJECTIVES = ("params", "flops", "latency")
 _MODES = {"min": "minimize", "minimize": "minimize", "max": "maximize", "maximize": "maximize"}
 
 
@@ -214,7 +215,8 @@ class Objective:
     """One objective beside the trial's ``default`` metric (multi-objective search).
 
     ``name``: ``'params'`` or ``'flops'`` (computed by the space's exact cost model, never
-    trained), or a key that trials report in their final metric dict
+    trained), ``'latency'`` (ms, predicted by the configuration's ``latency_model``), or a key
+    that trials report in their final metric dict
     (``nni.report_final_result({'default': acc, 'latency_ms': 3.1})``), learned by a surrogate of
     its own. ``mode``: ``'minimize'`` or ``'maximize'``.
     """
@@ -262,6 +264,31 @@ class Objective:
         return cls(name, _MODES[mode or "min"])
 
 
+def _check_latency_model(value: Any) -> None:
+    """A saved latency model (JSON path) or a fitted one; read without torch (see the module
+    docstring): the format is checked here, the model built where the search starts."""
+    if value is None or all(hasattr(value, a) for a in ("predict", "relaxed", "report")):
+        return
+    hint = "fit one with `nni-diffusionnag bench latency` or properties.latency.fit_additive_latency and save it"
+    _file("latency_model", value, hint)
+    import json
+
+    try:
+        d = json.loads(Path(value).expanduser().read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"DiffusionNAG: latency_model={str(value)!r} is not a latency model's JSON ({err}); {hint}") \
+            from None
+    if not isinstance(d, dict) or d.get("format") != 1 or not {"const", "coef", "legal"} <= set(d):
+        raise ValueError(f"DiffusionNAG: latency_model={str(value)!r} is not a saved AdditiveLatencyModel (format 1 "
+                         f"with const, coef, legal); {hint}")
+
+
+def _names_latency(spec: Any) -> bool:
+    if isinstance(spec, str):
+        return spec.strip().startswith("latency") and ":" not in spec
+    return isinstance(spec, Mapping) and spec.get("cost") == "latency"
+
+
 def _check_constraint(c: Any) -> None:
     if isinstance(c, str) or callable(c) or all(hasattr(c, a) for a in ("exact", "relaxed", "budget")):
         return
@@ -280,6 +307,8 @@ for _group, _cls in (("loop", LoopConfig), ("acquisition", AcquisitionConfig), (
 FIELDS["surrogate"] = ("surrogate", "")
 FIELDS["constraints"] = ("constraints", "")
 FIELDS["objectives"] = ("objectives", "")
+FIELDS["latency_model"] = ("latency_model", "")
+_WHOLE = ("surrogate", "constraints", "objectives", "latency_model")  # fields that are not inside a group
 
 
 def _dataclass_from(cls: Any, name: str, value: Any) -> Any:
@@ -311,6 +340,7 @@ class SearchConfig:
     surrogate: SurrogateConfig = SurrogateConfig()
     constraints: Tuple[Any, ...] = field(default_factory=tuple)
     objectives: Tuple[Objective, ...] = field(default_factory=tuple)
+    latency_model: Any = None  # a saved AdditiveLatencyModel (path) or one: 'latency' budgets and objective
 
     def __post_init__(self) -> None:
         if not isinstance(self.constraints, tuple):
@@ -325,6 +355,21 @@ class SearchConfig:
         if len(set(names)) != len(names):
             raise ValueError(f"DiffusionNAG: objectives {names} name one objective twice")
         object.__setattr__(self, "objectives", objectives)
+        _check_latency_model(self.latency_model)
+        if self.latency_model is None and ("latency" in names or any(_names_latency(c) for c in self.constraints)):
+            raise ValueError("DiffusionNAG: a 'latency' objective or budget needs latency_model=PATH, a latency model "
+                             "profiled on your device (`nni-diffusionnag bench latency`, or properties.latency."
+                             "fit_additive_latency + save); for a latency that trials report, name its key instead, "
+                             "e.g. objectives=['latency_ms:min']")
+
+    def latency(self) -> Any:
+        """The :class:`~nni_diffusionnag.properties.latency.AdditiveLatencyModel` of
+        ``latency_model`` (loaded from its file), or None."""
+        if self.latency_model is None or not isinstance(self.latency_model, (str, Path)):
+            return self.latency_model
+        from ..properties.latency import AdditiveLatencyModel
+
+        return AdditiveLatencyModel.load(Path(self.latency_model).expanduser())
 
     @classmethod
     def from_kwargs(cls, **kwargs: Any) -> "SearchConfig":
@@ -350,7 +395,8 @@ class SearchConfig:
                    prior=PriorConfig(**groups["prior"]), transfer=TransferConfig(**groups["transfer"]),
                    surrogate=SurrogateConfig() if surrogate is None else _dataclass_from(SurrogateConfig, "surrogate",
                                                                                         surrogate),
-                   constraints=tuple(constraints), objectives=kwargs.get("objectives") or ())
+                   constraints=tuple(constraints), objectives=kwargs.get("objectives") or (),
+                   latency_model=kwargs.get("latency_model"))
 
     def replace(self, **kwargs: Any) -> "SearchConfig":
         """A copy with some flat settings changed (validated like :meth:`from_kwargs`)."""
@@ -362,6 +408,8 @@ class SearchConfig:
             group, key = FIELDS[name]
             if group == "surrogate":
                 out = replace(out, surrogate=_dataclass_from(SurrogateConfig, "surrogate", value))
+            elif group == "latency_model":
+                out = replace(out, latency_model=value)
             elif group in ("constraints", "objectives"):
                 out = replace(out, **{group: tuple(value) if hasattr(value, "__iter__") and not isinstance(
                     value, (str, Mapping)) else (value,)})
@@ -376,8 +424,10 @@ class SearchConfig:
         default = SearchConfig()
         parts = []
         for name, (group, key) in FIELDS.items():
-            if group in ("surrogate", "constraints", "objectives"):
+            if group in _WHOLE:
                 value, base = getattr(self, group), getattr(default, group)
+                if group == "latency_model" and value is not None and not isinstance(value, (str, Path)):
+                    value = f"<{type(value).__name__} {getattr(value, 'cache_key', '')}>"
             else:
                 value, base = getattr(getattr(self, group), key), getattr(getattr(default, group), key)
             if value != base:

@@ -77,10 +77,12 @@ def scalar_metric(metric: Any) -> Optional[float]:
     return value if math.isfinite(value) else None
 
 
-def resolve_constraints(specs: Sequence[Any], space: GraphSpace, model_space: Any = None) -> List[Constraint]:
+def resolve_constraints(specs: Sequence[Any], space: GraphSpace, model_space: Any = None,
+                        latency_model: Any = None) -> List[Constraint]:
     """Constraints of the configuration for this space: objects as they are, factories
-    ``(graph_space, model_space) -> Constraint`` called, named budgets (``'params<=0.5'``, a dict)
-    and ``'module:callable'`` references resolved first."""
+    ``(graph_space, model_space) -> Constraint`` called, named budgets (``'params<=0.5'``,
+    ``'latency<=8ms'`` with ``latency_model``, a dict) and ``'module:callable'`` references
+    resolved first."""
     from ..properties.budgets import parse_budget
 
     out = []
@@ -88,7 +90,7 @@ def resolve_constraints(specs: Sequence[Any], space: GraphSpace, model_space: An
         if isinstance(spec, str) and ":" in spec:
             spec = resolve_callable(spec)
         elif isinstance(spec, (str, Mapping)):
-            spec = parse_budget(spec)
+            spec = parse_budget(spec, latency_model)
         c = spec if isinstance(spec, Constraint) else spec(space, model_space)
         if not isinstance(c, Constraint):
             raise TypeError(f"DiffusionNAG: the constraint factory {spec!r} returned {c!r}, not a Constraint")
@@ -161,12 +163,14 @@ class SearchCore:
         self.warmup = 0 if config.transfer.meta_predictor else config.loop.warmup  # a meta-predictor guides at once
         if prior is None:
             prior = self._load_prior(model_space)
-        constraints = resolve_constraints(config.constraints, space, model_space)
+        latency_model = config.latency()
+        constraints = resolve_constraints(config.constraints, space, model_space, latency_model)
         check_feasible(space, constraints, seed)
         self.generator = GuidedGenerator(prior, config.surrogate, config.prior.sampler, constraints, seed=self.seed)
         self.mo: Optional[MultiObjective] = None
         if config.objectives:  # a cost objective on a space without a cost model fails here, by name
-            self.mo = MultiObjective(config.objectives, self.generator, model_space, config.acquisition.optimize_mode)
+            self.mo = MultiObjective(config.objectives, self.generator, model_space, config.acquisition.optimize_mode,
+                                     latency_model)
         self.meta: Any = None
         self._dataset_value: Optional[Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = None
         if config.transfer.meta_predictor:

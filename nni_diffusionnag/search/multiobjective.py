@@ -58,8 +58,8 @@ class MultiObjective:
     """
 
     def __init__(self, objectives: Sequence[Objective], generator: GuidedGenerator, model_space: Any = None,
-                 default_mode: str = "maximize") -> None:
-        from ..properties.budgets import budget_for_space
+                 default_mode: str = "maximize", latency_model: Any = None) -> None:
+        from ..properties.budgets import budget_for_space, latency_for_space
 
         self.objectives = list(objectives)
         self.names = ["default"] + [o.name for o in self.objectives]
@@ -67,8 +67,11 @@ class MultiObjective:
                              + [1.0 if o.mode == "maximize" else -1.0 for o in self.objectives])
         self.generator = generator
         # a cost model is the exact cost and its relaxation: the ones a budget on that cost uses
-        self.costs: Dict[str, Any] = {o.name: budget_for_space(o.name, 1.0)(generator.space, model_space)
-                                      for o in self.objectives if o.is_cost}
+        # (latency: the fitted model's prediction as it is; the confidence margin is for budgets)
+        self.costs: Dict[str, Any] = {
+            o.name: (latency_for_space(latency_model, 1.0, confidence=None) if o.name == "latency"
+                     else budget_for_space(o.name, 1.0))(generator.space, model_space)
+            for o in self.objectives if o.is_cost}
         self.reported = [o.name for o in self.objectives if not o.is_cost]
         self.models: Dict[str, SurrogateEnsemble] = {}
 
