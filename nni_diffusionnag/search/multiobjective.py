@@ -40,6 +40,7 @@ __all__ = ["MultiObjective", "RHO"]
 _logger = logging.getLogger(__name__)
 
 RHO = 0.05  # weight of the sum in the augmented Chebyshev scalarisation (ParEGO's value)
+EHVI_SAMPLES = 64  # Monte Carlo draws of the expected hypervolume improvement
 
 
 class MultiObjective:
@@ -112,12 +113,18 @@ class MultiObjective:
         """Objectives that can be predicted now: default (fitted), costs, fitted reported ones."""
         return [0] + [j for j, n in enumerate(self.names) if j and (n in self.costs or n in self.models)]
 
-    def _predict_torch(self, x: torch.Tensor, t: torch.Tensor, kappa: float) -> torch.Tensor:
-        """``[B, m_active]`` optimistic maximised predictions on (noisy) features."""
+    def _learned(self) -> List[int]:
+        """Objectives of :meth:`_active` that a surrogate predicts (the default metric, reported ones)."""
+        return [j for j in self._active() if self.names[j] not in self.costs]
+
+    def _predict_torch(self, x: torch.Tensor, t: torch.Tensor, kappa: float,
+                       which: Sequence[int] = ()) -> torch.Tensor:
+        """``[B, len(which)]`` optimistic maximised predictions on (noisy) features (``which``:
+        objective indices, default :meth:`_active`)."""
         gen = self.generator
         level = gen.sde.noise_level(t)
         cols = []
-        for j in self._active():
+        for j in which or self._active():
             name = self.names[j]
             if name in self.costs:
                 cols.append(self.sign[j] * gen._relaxed(self.costs[name], x, t))
@@ -139,16 +146,35 @@ class MultiObjective:
                 pred[:, col] = self.sign[j] * self.cost(self.names[j], types)
         return pred
 
+    @torch.no_grad()
+    def predict_dist(self, types: np.ndarray) -> tuple:
+        """``(mean, std)``, each ``[n, m_active]``, maximised, of clean graphs (costs: exact, std 0)."""
+        gen = self.generator
+        x = gen.features(types)
+        level = gen.sde.noise_level(torch.full((len(x),), gen.sampler.eps, device=gen.device))
+        mean = np.zeros((len(types), len(self._active())))
+        std = np.zeros_like(mean)
+        for col, j in enumerate(self._active()):
+            name = self.names[j]
+            if name in self.costs:
+                mean[:, col] = self.sign[j] * self.cost(name, types)
+            else:
+                m, sd = (gen.surrogate if j == 0 else self.models[name])(x, level)
+                mean[:, col], std[:, col] = m.cpu().numpy(), sd.cpu().numpy()
+        return mean, std
+
     # --- guidance and selection ----------------------------------------------------------------
     def guidance(self, weights: np.ndarray, lo: np.ndarray, hi: np.ndarray, kappa: float, scale: float
                  ) -> GuidanceTerm:
-        """The per-graph Chebyshev term; ``weights: [n, m_active]`` (row ``i`` for graph ``i``)."""
+        """The per-graph Chebyshev term over the learned objectives (:meth:`_learned`);
+        ``weights: [n, len(learned)]`` (row ``i`` for graph ``i``), ``lo``/``hi`` their box."""
+        which = self._learned()
         w = torch.as_tensor(weights, dtype=torch.float32, device=self.generator.device)
         lo_t = torch.as_tensor(lo, dtype=torch.float32, device=w.device)
         span = torch.as_tensor(np.maximum(hi - lo, 1e-9), dtype=torch.float32, device=w.device)
 
         def value(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-            v = (self._predict_torch(x, t, kappa) - lo_t) / span
+            v = (self._predict_torch(x, t, kappa, which) - lo_t) / span
             rows = w[torch.arange(len(x), device=x.device) % len(w)]
             return chebyshev(v.to(rows.dtype), rows)
 
@@ -163,6 +189,7 @@ class MultiObjective:
         obs = observed[:, active]
         obs = obs[np.isfinite(obs).all(axis=1)]
         lo, hi = _front_box(obs)
+        learned = [active.index(j) for j in self._learned()]
         seen = set(exclude)
         pool: List[np.ndarray] = []
         pool_w: List[np.ndarray] = []
@@ -170,7 +197,8 @@ class MultiObjective:
         try:
             for r in range(max_rounds):
                 weights = rng.dirichlet(np.ones(len(active)), size=n_candidates)
-                gen.targets = saved_targets + [self.guidance(weights, lo, hi, kappa, scale / (2**r))]
+                guide = weights[:, learned] / weights[:, learned].sum(axis=1, keepdims=True)
+                gen.targets = saved_targets + [self.guidance(guide, lo[learned], hi[learned], kappa, scale / (2**r))]
                 batch = gen.generate(n_candidates, scale=0.0)  # the default metric guides through the term
                 for i in np.flatnonzero(gen.admissible(batch.types, seen)):
                     seen.add(gen.space.key(batch.types[i]))
@@ -183,20 +211,32 @@ class MultiObjective:
         if not pool:
             return np.zeros((0, gen.space.num_nodes), dtype=np.int64)
         cand, cand_w = np.stack(pool), np.stack(pool_w)
-        return cand[self.select(self.predict(cand, kappa), cand_w, obs, k, lo, hi, _reference(obs, lo, hi))]
+        mean, std = self.predict_dist(cand)
+        return cand[self.select(mean, cand_w, obs, k, lo, hi, _reference(obs, lo, hi), std=std, rng=rng)]
 
     @staticmethod
     def select(pred: np.ndarray, weights: np.ndarray, observed: np.ndarray, k: int, lo: np.ndarray,
-               hi: np.ndarray, ref: np.ndarray) -> List[int]:
+               hi: np.ndarray, ref: np.ndarray, std: Any = None, rng: Any = None, samples: int = EHVI_SAMPLES
+               ) -> List[int]:
         """Greedy hypervolume-improvement picks (indices into ``pred``) against ``ref``, see the
-        module docstring."""
+        module docstring. With ``std`` (same shape as ``pred``, the predictions' spread) the gain
+        is the *expected* improvement over ``samples`` Gaussian draws (``rng``); a pick then joins
+        the front at its mean."""
         span = np.maximum(hi - lo, 1e-9)
         front = observed[pareto_mask(observed)] if len(observed) else np.zeros((0, pred.shape[1]))
         own = chebyshev_np((pred - lo) / span, weights)
+        draws = None
+        if std is not None:
+            rng = rng if rng is not None else np.random.default_rng(0)
+            draws = pred[None] + std[None] * rng.standard_normal((samples,) + pred.shape)  # [S, n, m]
         picked: List[int] = []
         left = list(range(len(pred)))
         while left and len(picked) < k:
-            gain = hypervolume_improvement(pred[left], front, ref)
+            if draws is None:
+                gain = hypervolume_improvement(pred[left], front, ref)
+            else:
+                pts = draws[:, left].reshape(-1, pred.shape[1])
+                gain = hypervolume_improvement(pts, front, ref).reshape(samples, len(left)).mean(axis=0)
             best = int(np.argmax(gain)) if gain.max() > 1e-12 else int(np.argmax(own[left]))
             i = left.pop(best)
             picked.append(i)
@@ -239,7 +279,7 @@ def _reference(obs: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
     queries against 0.69-0.76 for random search, 2 seeds)."""
     span = np.maximum(hi - lo, 1e-9)
     ref = obs.min(axis=0) - 0.1 * span
-    ref[0] = lo[0] - 0.1 * span[0]
+    ref[0] = np.median(obs[:, 0]) if len(obs) else lo[0] - 0.1 * span[0]
     return ref
 
 

@@ -85,10 +85,33 @@ def _hv(y: np.ndarray) -> float:
 
 def hypervolume_improvement(candidates: np.ndarray, front: np.ndarray, ref: np.ndarray) -> np.ndarray:
     """``[k]``: how much each of ``candidates: [k, m]`` alone would add to the hypervolume of
-    ``front: [n, m]``."""
-    base = hypervolume(front, ref) if len(front) else 0.0
+    ``front: [n, m]``. Two objectives: vectorised over the front's staircase (thousands of
+    candidates in milliseconds, as Monte Carlo expected improvement needs); more: one
+    hypervolume per candidate."""
+    ref = np.asarray(ref, dtype=np.float64)
+    candidates = np.asarray(candidates, dtype=np.float64).reshape(-1, len(ref))
     front = np.asarray(front, dtype=np.float64).reshape(-1, len(ref))
-    return np.array([hypervolume(np.vstack([front, c[None]]), ref) - base for c in np.asarray(candidates)])
+    if len(ref) == 2:
+        return _hvi_2d(candidates, front, ref)
+    base = hypervolume(front, ref) if len(front) else 0.0
+    return np.array([hypervolume(np.vstack([front, c[None]]), ref) - base for c in candidates])
+
+
+def _hvi_2d(c: np.ndarray, front: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    """Two maximised objectives: the area of ``[ref, c]`` above the front's staircase. Along the
+    first objective the front dominates up to height ``h(x) = max{f_1 : f_0 >= x}``; ``c`` adds
+    ``sum over the staircase's segments of length * max(0, c_1 - h)`` for ``x`` in ``(ref_0, c_0]``."""
+    f = front[(front > ref).all(axis=1)] if len(front) else front
+    # segment edges: ref_0 and the front's first coordinates, ascending; h is constant in between
+    xs = np.unique(np.concatenate([[ref[0]], f[:, 0]])) if len(f) else np.array([ref[0]])
+    heights = np.array([f[f[:, 0] >= x, 1].max() if len(f) and (f[:, 0] >= x).any() else ref[1]
+                        for x in xs[1:]] + [ref[1]])  # on (xs[i-1], xs[i]]; beyond the last edge: ref
+    lefts = xs
+    rights = np.concatenate([xs[1:], [np.inf]])
+    # segment i spans (lefts[i], rights[i]] with height heights[i]
+    length = np.clip(np.minimum(c[:, :1], rights[None, :]) - lefts[None, :], 0.0, None)  # [k, s]
+    rise = np.clip(c[:, 1:2] - np.maximum(heights[None, :], ref[1]), 0.0, None)
+    return (length * rise).sum(axis=1)
 
 
 def hypervolume_curve(y: np.ndarray, ref: np.ndarray) -> np.ndarray:
