@@ -23,6 +23,30 @@ def test_pareto_mask_and_hypervolume_on_known_points():
         pytest.approx(6.0), 0.0]
 
 
+def test_two_objective_improvement_is_the_hypervolume_difference():
+    """The vectorised 2-D staircase against the definition (one hypervolume per candidate)."""
+    rng = np.random.default_rng(0)
+    ref = np.array([-1.5, -1.2])
+    for n in range(8):
+        front, cands = rng.normal(size=(n, 2)), rng.normal(size=(30, 2))
+        base = hypervolume(front, ref) if n else 0.0
+        slow = [hypervolume(np.vstack([front, c[None]]), ref) - base for c in cands]
+        assert np.allclose(hypervolume_improvement(cands, front, ref), slow, atol=1e-12)
+
+
+def test_expected_improvement_does_not_trust_a_wide_guess():
+    """A candidate predicted below the reference with a large spread looks best to an optimistic
+    (mean + 2 std) pick but has a small expected improvement; one predicted just above it wins."""
+    observed = np.array([[0.5, -1.0], [0.2, -0.2]])  # maximised: accuracy, -cost
+    lo, hi, ref = observed.min(0), observed.max(0), np.array([0.3, -1.1])
+    mean = np.array([[0.35, -0.5],   # a little above the reference, mid cost, sure
+                     [0.0, -0.1]])   # well below the reference, cheap, very unsure
+    std = np.array([[0.01, 0.0], [0.2, 0.0]])
+    w = np.full((2, 2), 0.5)
+    assert MultiObjective.select(mean + 2 * std, w, observed, 1, lo, hi, ref) == [1]  # optimism
+    assert MultiObjective.select(mean, w, observed, 1, lo, hi, ref, std=std, rng=np.random.default_rng(0)) == [0]
+
+
 @pytest.mark.parametrize("m", [3, 4])
 def test_hypervolume_matches_monte_carlo_in_more_dimensions(m):
     rng = np.random.default_rng(m)

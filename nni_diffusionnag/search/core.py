@@ -328,7 +328,7 @@ class SearchCore:
 
     def _mo_round(self, history: List[Tuple[Key, float]], exclude: set) -> np.ndarray:
         """Refit every learned objective, then generate under per-graph trade-offs and pick by
-        hypervolume improvement (:mod:`.multiobjective`)."""
+        expected hypervolume improvement (:mod:`.multiobjective`)."""
         mo, loop, acq = self.mo, self.config.loop, self.config.acquisition
         types = np.array([k for k, _ in history])
         maximised = self._objective_values(history) * mo.sign
