@@ -296,7 +296,17 @@ def _check_bench(args: argparse.Namespace) -> None:
             except ImportError:
                 raise CliError("bench multiobjective: the NSGAII and TPE methods need Optuna: "
                                "pip install 'nni-diffusionnag[bench]'") from None
-    if args.which in ("search", "transfer", "guidance", "durability", "multiobjective"):
+        if "latency" in args.costs.split(","):
+            from .bench import nbgraph
+
+            try:
+                nbgraph.check_installed()
+            except ValueError as err:
+                raise CliError(f"bench multiobjective --costs latency (NAS-Bench-Graph): {err}") from None
+            _check_names("bench multiobjective", "datasets", args.datasets, nbgraph.ALL_DATASETS)
+    needs_table = args.which in ("search", "transfer", "guidance", "durability") or (
+        args.which == "multiobjective" and set(args.costs.split(",")) & {"params", "flops"})
+    if needs_table:
         if not args.table:
             raise CliError(f"bench {args.which} needs --table PATH (e.g. ../shared/data/nb201/nb201_test_acc.csv)")
         if not Path(args.table).is_file():
@@ -327,7 +337,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
         seeds = args.seeds if isinstance(args.seeds, list) else list(range(args.seeds if args.seeds else 10))
         result = run_multiobjective_bench(args.table, args.output, args.costs.split(","), args.column, seeds,
-                                          args.budget, args.methods.split(","), device=args.device)
+                                          args.budget, args.methods.split(","), device=args.device,
+                                          datasets=args.datasets.split(","))
         print(summarize(result))
         return 0
     if args.which == "durability":
@@ -434,7 +445,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("which", choices=["generate", "guidance", "search", "transfer", "mobilenetv3", "hpo", "durability",
                                       "nbgraph", "speed", "multiobjective", "latency"])
     p.add_argument("--space", default="nasbench201")
-    p.add_argument("--table", default=None, help="NB201 table CSV (guidance, search)")
+    p.add_argument("--table", default=None, help="NB201 table CSV (guidance, search, multiobjective; latency: also "
+                   "runs a latency-constrained NB201 search)")
     p.add_argument("--column", default="cifar10_test_acc", help="table column to maximise (search)")
     p.add_argument("--output", default="bench-out", help="folder for the JSON and PNG")
     p.add_argument("--prior", default=None, help="prior checkpoint (default: shipped)")
@@ -446,13 +458,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--full-budget", action="store_true",
                    help="search: keep going after the table optimum (for timing a whole run)")
     p.add_argument("--datasets", default="cora,citeseer,pubmed,cs,physics,photo",
-                   help="nbgraph: comma list of NAS-Bench-Graph datasets")
+                   help="nbgraph, multiobjective --costs latency: comma list of NAS-Bench-Graph datasets")
     p.add_argument("--spaces", default=SPEED_SPACES,
                    help="speed: comma list of spaces; latency: nasbench201,mobilenetv3")
     p.add_argument("--tuners", default="TPE,Anneal,Random,DiffusionNAG", help="hpo: comma list of tuners")
     p.add_argument("--methods", default="DiffusionNAG-MO,DiffusionNAG-sum,Random,NSGAII,TPE",
                    help="multiobjective: comma list of methods")
-    p.add_argument("--costs", default="params,flops", help="multiobjective: comma list of cost objectives")
+    p.add_argument("--costs", default="params,flops", help="multiobjective: comma list of params, flops (NB201, "
+                   "needs --table) and latency (NAS-Bench-Graph validation x latency on --datasets)")
     p.add_argument("-n", type=_count(1), default=1000, help="graphs per run (generate)")
     p.add_argument("--flops-budget", type=_number, default=220.0, help="MFLOPs budget (mobilenetv3)")
     p.add_argument("--device", type=_device, default="cpu", help="generator device (default cpu, for comparable timings)")

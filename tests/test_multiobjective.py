@@ -23,6 +23,16 @@ def test_pareto_mask_and_hypervolume_on_known_points():
         pytest.approx(6.0), 0.0]
 
 
+def test_two_objective_front_sweep_matches_the_pairwise_definition():
+    """The sorted sweep of 2-D fronts against pairwise dominance, ties and repeats included."""
+    rng = np.random.default_rng(1)
+    for _ in range(300):
+        y = rng.integers(0, 4, size=(int(rng.integers(1, 15)), 2)).astype(float)
+        dominated = ((y[None] >= y[:, None]).all(-1) & (y[None] > y[:, None]).any(-1)).any(1)
+        first_copy = np.array([not (y[:i] == y[i]).all(1).any() for i in range(len(y))])
+        assert pareto_mask(y).tolist() == (~dominated & first_copy).tolist(), y
+
+
 def test_two_objective_improvement_is_the_hypervolume_difference():
     """The vectorised 2-D staircase against the definition (one hypervolume per candidate)."""
     rng = np.random.default_rng(0)
