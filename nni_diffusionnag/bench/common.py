@@ -7,13 +7,13 @@ import platform
 import resource
 import time
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Callable, Dict, List
 
 import numpy as np
 
 from ..space import NasBench201Space
 
-__all__ = ["nb201_truth", "peak_rss_mb", "write_json", "machine_info"]
+__all__ = ["nb201_truth", "peak_rss_mb", "write_json", "machine_info", "search_nb201_table"]
 
 
 def nb201_truth(csv_path: str | Path, column: str) -> np.ndarray:
@@ -62,3 +62,18 @@ def pad_curves(curves: List[Any], budget: int, empty: float = float("nan")) -> n
         c = np.asarray(c, dtype=float)[:budget]
         rows.append(np.concatenate([c, np.full(budget - len(c), c[-1] if len(c) else empty)]))
     return np.stack(rows)
+
+
+def search_nb201_table(core: Any, value: Callable[[int], float], budget: int) -> List[int]:
+    """Drive an NNI-free ``SearchCore`` on NB201 for ``budget`` queries, ``value(row)`` answering
+    each proposal (``row``: its index in :func:`type_index` order); the rows in query order."""
+    rows: List[int] = []
+    while len(rows) < budget:
+        samples = core.propose(min(core.config.loop.batch_size, budget - len(rows)))
+        if not samples:
+            break
+        for sample in samples:
+            i = int(type_index(np.array(core.key_of(sample)))[()])
+            rows.append(i)
+            core.observe(sample, value(i))
+    return rows

@@ -80,7 +80,7 @@ def constrained_search(model: Any, table: str | Path, column: str, budget_ms: fl
     from ..search.config import SearchConfig
     from ..search.core import SearchCore
     from ..space import NasBench201Space
-    from .common import nb201_truth, type_index
+    from .common import nb201_truth, search_nb201_table
 
     space = NasBench201Space()
     acc = nb201_truth(table, column)
@@ -90,16 +90,7 @@ def constrained_search(model: Any, table: str | Path, column: str, budget_ms: fl
     for label, constraints in settings.items():
         for seed in seeds:
             config = SearchConfig.from_kwargs(seed=seed, device="cpu", constraints=constraints(), latency_model=model)
-            core = SearchCore(space, config)
-            rows: List[int] = []
-            while len(rows) < queries:
-                samples = core.propose(min(config.loop.batch_size, queries - len(rows)))
-                if not samples:
-                    break
-                for sample in samples:
-                    i = int(type_index(np.array(core.key_of(sample)))[()])
-                    rows.append(i)
-                    core.observe(sample, float(acc[i]))
+            rows = search_nb201_table(SearchCore(space, config), lambda i: float(acc[i]), queries)
             runs.setdefault(label, []).append({"seed": seed, "rows": rows})
             _logger.info("latency-constrained search (%s), seed %d: %d proposals", label, seed, len(rows))
     every = space.enumerate_types()
@@ -159,8 +150,7 @@ def run_latency_bench(output: str | Path, spaces: Sequence[str] = ("nasbench201"
                              threads=threads, warmup=warmup, repeats=repeats, rounds=rounds,
                              time_budget_s=time_budget_s, reference=reference)
         types = types[: len(ms)]
-        device = device_description("cpu", threads)
-        model = fit_additive_latency(types, ms, space=space, holdout=holdout, seed=seed, device=device,
+        model = fit_additive_latency(types, ms, space=space, holdout=holdout, seed=seed, device=payload["device"],
                                      input_shape=shape)
         model.save(output / f"latency-{name}.json")
         # The held-out predictions of the report's split (same permutation as the fit).
@@ -178,6 +168,9 @@ def run_latency_bench(output: str | Path, spaces: Sequence[str] = ("nasbench201"
         ax.plot([lo, hi], [lo, hi], "k--", lw=0.8)
         ax.set_xlabel("measured latency (ms)")
         ax.set_ylabel("additive model (ms)")
+        ax.set_title(f"{name} {'x'.join(map(str, shape[1:]))}: held-out R$^2$={model.report['r2']:.3f}\n"
+                     f"MAE {model.report['mae_ms']:.2f} ms, rel. {100 * model.report['rel_err']:.1f}%, "
+                     f"{n_test}/{len(ms)} nets", fontsize=9)
         if name == "nasbench201" and table is not None:
             def profile(t: np.ndarray) -> np.ndarray:
                 return profile_latency(model_space.freeze, [space.types_to_sample(x) for x in t], shape,
@@ -187,9 +180,6 @@ def run_latency_bench(output: str | Path, spaces: Sequence[str] = ("nasbench201"
             k = min(30, len(ms))
             payload["constrained_search"] = constrained_search(
                 model, table, column, float(np.median(ms)), profile, (types[:k], ms[:k]), search_seeds, search_queries)
-        ax.set_title(f"{name} {'x'.join(map(str, shape[1:]))}: held-out R$^2$={model.report['r2']:.3f}\n"
-                     f"MAE {model.report['mae_ms']:.2f} ms, rel. {100 * model.report['rel_err']:.1f}%, "
-                     f"{n_test}/{len(ms)} nets", fontsize=9)
     fig.suptitle(payload["device"], fontsize=8)
     fig.tight_layout()
     output.mkdir(parents=True, exist_ok=True)

@@ -26,7 +26,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ..search.pareto import hypervolume, hypervolume_curve, pareto_mask
-from .common import machine_info, nb201_truth, pad_curves, peak_rss_mb, type_index, write_json
+from .common import machine_info, nb201_truth, pad_curves, peak_rss_mb, search_nb201_table, write_json
 
 __all__ = ["run_multiobjective_bench", "summarize", "METHODS", "COSTS"]
 
@@ -67,17 +67,7 @@ def _run_diffusionnag(t: Dict[str, Any], cost: str, seed: int, budget: int, mode
         norm = (t["y"] - lo) / (hi - lo)
         config = SearchConfig.from_kwargs(seed=seed, device=device)
         value = lambda i: float(0.5 * norm[i, 0] + 0.5 * norm[i, 1])  # noqa: E731
-    core = SearchCore(space, config)
-    rows: List[int] = []
-    while len(rows) < budget:
-        samples = core.propose(min(config.loop.batch_size, budget - len(rows)))
-        if not samples:
-            break
-        for sample in samples:
-            i = int(type_index(np.array(core.key_of(sample)))[()])
-            rows.append(i)
-            core.observe(sample, value(i))
-    return rows
+    return search_nb201_table(SearchCore(space, config), value, budget)
 
 
 def _run_random(t: Dict[str, Any], seed: int, budget: int) -> List[int]:

@@ -77,8 +77,9 @@ def nbgraph_table(dataset: str) -> Dict[str, Any]:
     fastest = min(1000.0 * float(e["latency"]) for e in table.values())
     y = np.array([_values(e, fastest) for e in table.values()]) * np.array([1.0, -1.0])
     ref = np.array([np.median(y[:, 0]), y[:, 1].min()])
+    front = y[pareto_mask(y)]
     return {"dataset": dataset, "table": table, "fastest": fastest, "y": y, "ref": ref,
-            "true_hv": hypervolume(y[pareto_mask(y)], ref), "front_size": int(pareto_mask(y).sum())}
+            "true_hv": hypervolume(front, ref), "front_size": len(front)}
 
 
 def _point(t: Mapping[str, Any], sample: Mapping[str, Any]) -> Tuple[float, float]:

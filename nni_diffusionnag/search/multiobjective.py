@@ -120,21 +120,14 @@ class MultiObjective:
         """Objectives of :meth:`_active` that a surrogate predicts (the default metric, reported ones)."""
         return [j for j in self._active() if self.names[j] not in self.costs]
 
-    def _predict_torch(self, x: torch.Tensor, t: torch.Tensor, kappa: float,
-                       which: Sequence[int] = ()) -> torch.Tensor:
-        """``[B, len(which)]`` optimistic maximised predictions on (noisy) features (``which``:
-        objective indices, default :meth:`_active`)."""
-        gen = self.generator
-        level = gen.sde.noise_level(t)
+    def _predict_torch(self, x: torch.Tensor, t: torch.Tensor, kappa: float) -> torch.Tensor:
+        """``[B, len(learned)]`` optimistic maximised predictions of the learned objectives
+        (:meth:`_learned`) on (noisy) features: what guidance scalarises."""
+        level = self.generator.sde.noise_level(t)
         cols = []
-        for j in which or self._active():
-            name = self.names[j]
-            if name in self.costs:
-                cols.append(self.sign[j] * gen._relaxed(self.costs[name], x, t))
-            else:
-                model = gen.surrogate if j == 0 else self.models[name]
-                mean, std = model(x, level)
-                cols.append(mean + kappa * std)
+        for j in self._learned():
+            mean, std = (self.generator.surrogate if j == 0 else self.models[self.names[j]])(x, level)
+            cols.append(mean + kappa * std)
         return torch.stack(cols, dim=-1)
 
     @torch.no_grad()
@@ -159,13 +152,12 @@ class MultiObjective:
                  ) -> GuidanceTerm:
         """The per-graph Chebyshev term over the learned objectives (:meth:`_learned`);
         ``weights: [n, len(learned)]`` (row ``i`` for graph ``i``), ``lo``/``hi`` their box."""
-        which = self._learned()
         w = torch.as_tensor(weights, dtype=torch.float32, device=self.generator.device)
         lo_t = torch.as_tensor(lo, dtype=torch.float32, device=w.device)
         span = torch.as_tensor(np.maximum(hi - lo, 1e-9), dtype=torch.float32, device=w.device)
 
         def value(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-            v = (self._predict_torch(x, t, kappa, which) - lo_t) / span
+            v = (self._predict_torch(x, t, kappa) - lo_t) / span
             rows = w[torch.arange(len(x), device=x.device) % len(w)]
             return chebyshev(v.to(rows.dtype), rows)
 
