@@ -1,6 +1,7 @@
 import inspect
 import os
 import threading
+import time
 import warnings
 from pathlib import Path
 
@@ -88,18 +89,28 @@ def ts_experiment(nb201_csv, tmp_path_factory):
         run.stop()
 
 
-class _BackgroundJobs:
-    """Runs the prepared background jobs (tests/helpers.py) one after another on one thread: first
-    the plain subprocesses (next to the shared 'ts' experiment, which runs first in the main
-    thread), then the nnictl experiments (next to the other tests). One at a time, so that an NNI
-    dispatcher, which has 10 s to connect, never starts next to more than the main thread's test."""
+_JOBS: list = []  # the session's _BackgroundJobs, for the terminal summary
 
-    LANE_ORDER = ("subprocess", "nnictl")
+
+class _BackgroundJobs:
+    """Runs the prepared background jobs (tests/helpers.py) on one worker thread, one at a time, so
+    that an NNI dispatcher, which has 10 s to connect, never starts next to more than the main
+    thread's test. While the shared 'ts' experiment's tests run in the main thread (they come first),
+    the worker takes plain subprocesses only ("subprocess", then "light"); once they are over, the
+    nnictl experiments, then what is left. "light" jobs start no NNI manager, so the main thread,
+    when it has reached the background jobs' tests and waits, runs a queued one itself."""
+
+    LANE_ORDER = ("subprocess", "light", "nnictl")
 
     def __init__(self) -> None:
         self.outcomes: dict = {}  # name -> (ok, value or exception)
         self.done: dict = {}
         self.queue: list = []  # (lane, name, run)
+        self.timeline: list = []  # (name, start, end, thread) in seconds since the session started
+        self.cond = threading.Condition()
+        self.ts_tests_over = False
+        self.ts_over_at = None
+        self.first_wait = None
         self.thread = threading.Thread(target=self._work, name="background-jobs", daemon=True)
 
     def add(self, lane: str, name: str, run) -> None:
@@ -115,24 +126,63 @@ class _BackgroundJobs:
         self.queue.sort(key=lambda job: self.LANE_ORDER.index(job[0]))  # stable within a lane
         self.thread.start()
 
-    def _work(self) -> None:
+    def mark_ts_tests_over(self) -> None:
+        with self.cond:
+            if not self.ts_tests_over:
+                self.ts_tests_over, self.ts_over_at = True, time.monotonic() - _SESSION_START
+                self.cond.notify_all()
+
+    def _take(self, lanes) -> object:
+        """The first queued job of the first of ``lanes`` that has one (call with ``cond`` held)."""
+        for lane in lanes:
+            for i, job in enumerate(self.queue):
+                if job[0] == lane:
+                    return self.queue.pop(i)
+        return None
+
+    def _run(self, name: str, run, where: str) -> None:
         import helpers
 
-        for _, name, run in self.queue:
-            try:
-                if helpers.CANCEL.is_set():
-                    raise RuntimeError("the session ended before this background job ran")
-                self.outcomes[name] = (True, run())
-            except BaseException as exc:  # assertions, skips, errors: raised again in the test
-                self.outcomes[name] = (False, exc)
-            finally:
-                self.done[name].set()
+        start = time.monotonic()
+        try:
+            if helpers.CANCEL.is_set():
+                raise RuntimeError("the session ended before this background job ran")
+            self.outcomes[name] = (True, run())
+        except BaseException as exc:  # assertions, skips, errors: raised again in the test
+            self.outcomes[name] = (False, exc)
+        finally:
+            self.timeline.append((name, start - _SESSION_START, time.monotonic() - _SESSION_START, where))
+            self.done[name].set()
+
+    def _work(self) -> None:
+        while True:
+            with self.cond:
+                while True:
+                    if not self.queue:
+                        return
+                    lanes = self.LANE_ORDER if self.ts_tests_over else ("subprocess", "light")
+                    job = self._take(lanes)
+                    if job is not None:
+                        break
+                    self.cond.wait(1.0)
+            self._run(job[1], job[2], "worker")
 
     def result(self, name: str, timeout: float):
+        if self.first_wait is None:
+            self.first_wait = time.monotonic() - _SESSION_START
         if name not in self.done:
             raise RuntimeError(f"background job {name!r} was not started (no selected test names it)")
-        if not self.done[name].wait(timeout):
-            raise TimeoutError(f"background job {name!r} did not finish in {timeout:.0f} s")
+        deadline = time.monotonic() + timeout
+        while not self.done[name].is_set():
+            with self.cond:
+                job = self._take(("light",))
+            if job is not None:
+                self._run(job[1], job[2], "main")
+                continue
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"background job {name!r} did not finish in {timeout:.0f} s")
+            self.done[name].wait(min(1.0, left))
         ok, value = self.outcomes[name]
         if not ok:
             raise value
@@ -149,6 +199,7 @@ def _background_jobs(request, tmp_path_factory):
             if marker.args[0] not in names:
                 names.append(marker.args[0])
     jobs = _BackgroundJobs()
+    _JOBS[:] = [jobs]
     if names:
         import helpers
 
@@ -160,6 +211,8 @@ def _background_jobs(request, tmp_path_factory):
                 jobs.add(lane, name, prepare(**kwargs))
             except BaseException as exc:  # a skip or an error in the preparation: that test's outcome
                 jobs.fail(name, exc)
+        if not any(_group(item) < 2 for item in request.session.items):
+            jobs.mark_ts_tests_over()
         jobs.start()
     try:
         yield jobs
@@ -181,6 +234,24 @@ def background_result(request, _background_jobs):
     return lambda: _background_jobs.result(marker.args[0], timeout=1800)
 
 
+_SESSION_START = time.monotonic()
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Where the background lane spent the session (it runs beside the main thread, so its end can
+    be the suite's critical path): each job's start and end, seconds from the session start."""
+    jobs = _JOBS[0] if _JOBS else None
+    if jobs is None or not jobs.timeline:
+        return
+    terminalreporter.section("background jobs (start-end, s)")
+    for name, start, end, where in jobs.timeline:
+        terminalreporter.write_line(f"{start:7.1f}-{end:7.1f}  {end - start:6.1f}  {where:6s}  {name}")
+    if jobs.ts_over_at is not None:
+        terminalreporter.write_line(f"the shared 'ts' experiment's tests were over at {jobs.ts_over_at:.1f} s")
+    if jobs.first_wait is not None:
+        terminalreporter.write_line(f"the main thread reached the background jobs' tests at {jobs.first_wait:.1f} s")
+
+
 def pytest_configure(config):
     config.addinivalue_line("markers", "stops_ts_experiment: stops the shared 'ts' experiment, so runs after "
                                        "every other test that uses it")
@@ -192,11 +263,19 @@ def pytest_collection_modifyitems(config, items):
     """The tests of the shared 'ts' experiment run first, one after another (its NNI manager is not
     left running under other tests), the one that stops it last; the tests of the background jobs,
     which run meanwhile, come at the end."""
-    def group(item) -> int:
-        if item.get_closest_marker("background_job"):
-            return 3
-        if "ts_experiment" not in getattr(item, "fixturenames", ()):
-            return 2
-        return 1 if item.get_closest_marker("stops_ts_experiment") else 0
+    items[:] = sorted(items, key=_group)  # stable: the order within each group is kept
 
-    items[:] = sorted(items, key=group)  # stable: the order within each group is kept
+
+def _group(item) -> int:
+    """0, 1: the shared 'ts' experiment's tests (1: the one that stops it); 2: the others; 3: the
+    background jobs' tests."""
+    if item.get_closest_marker("background_job"):
+        return 3
+    if "ts_experiment" not in getattr(item, "fixturenames", ()):
+        return 2
+    return 1 if item.get_closest_marker("stops_ts_experiment") else 0
+
+
+def pytest_runtest_setup(item):
+    if _group(item) >= 2 and _JOBS:  # the shared 'ts' experiment's tests are over: nnictl jobs may start
+        _JOBS[0].mark_ts_tests_over()

@@ -46,9 +46,10 @@ def _nnictl(*args: str, env: dict, timeout: float = 60) -> subprocess.CompletedP
 # --- slow subprocesses in the background ---------------------------------------------------------
 # An nnictl experiment mostly waits (manager and trial start-up, polling), and a test that only runs a
 # fresh interpreter needs nothing of this process: such tests run theirs on a background worker
-# (tests/conftest.py: one job at a time, the "subprocess" ones first, then the "nnictl" ones) while
-# the other tests use the CPU, and check the outcome at the end of the session. A job is registered
-# with @nnictl_job or @subprocess_job: its function is the *preparation*, called in the main thread
+# (tests/conftest.py: one job at a time, plain subprocesses while the shared 'ts' experiment runs,
+# then the "nnictl" ones) while the other tests use the CPU, and check the outcome at the end of the
+# session. A job is registered with @nnictl_job, @subprocess_job or @light_job (a subprocess that
+# starts no NNI manager: the main thread may run it itself while it waits): its function is the *preparation*, called in the main thread
 # when the session starts, with the fixtures its arguments name (``tmp_path``: a fresh directory of
 # its own); it writes files, computes whatever touches this process (NNI's label scopes, sys.path,
 # the package walk) and may skip, then returns the function the worker calls: only subprocesses
@@ -74,6 +75,7 @@ def _background_job(lane: str):
 
 nnictl_job = _background_job("nnictl")
 subprocess_job = _background_job("subprocess")
+light_job = _background_job("light")
 
 
 def nnictl_env(tmp_path: Path) -> dict:

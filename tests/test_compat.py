@@ -29,7 +29,7 @@ from nni.nas.utils import serializer as nni_serializer  # noqa: E402
 from nni.runtime.tuner_command_channel.channel import TunerCommandChannel  # noqa: E402
 from nni.runtime.tuner_command_channel.command_type import CommandType, RequestTrialJobs, Terminate  # noqa: E402
 
-from helpers import BASE_ENV, subprocess_job  # noqa: E402
+from helpers import BASE_ENV, light_job  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = {"cell/0_1": "conv_3x3", "cell/0_2": "skip_connect", "cell/1_2": "none",
@@ -266,7 +266,7 @@ def test_experiment_models_dump_mutation_summary(tmp_path, monkeypatch):
         assert loaded.execute() == float(sum(len(v) for v in SAMPLE.values()))
 
 
-@subprocess_job
+@light_job
 def trial_process_loads_the_model():
     # What a 'ts' trial does with its parameters: nni.load the payload in a fresh interpreter, in
     # the experiment's cwd, and build the network. The class must be importable by its path.

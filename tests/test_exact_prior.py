@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import BASE_ENV, ROOT, subprocess_job
+from helpers import BASE_ENV, ROOT, light_job
 from nni_diffusionnag.diffusion.decoding import to_features
 from nni_diffusionnag.diffusion.guidance import GuidanceTerm, guided_score_fn
 from nni_diffusionnag.diffusion.product import (check_log_probs, get_product_score_fn, product_log_density,
@@ -258,7 +258,7 @@ def test_trained_network_approaches_exact_score():
     assert max(errors.values()) < 0.12, errors
 
 
-@subprocess_job
+@light_job
 def exact_prior_without_nni():
     code = ("import sys, nni_diffusionnag.diffusion.product, nni_diffusionnag.prior.exact; "
             "assert not [m for m in sys.modules if m == 'nni' or m.startswith('nni.')]")

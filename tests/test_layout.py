@@ -10,7 +10,7 @@ from pathlib import Path
 import nni_diffusionnag
 import pytest
 
-from helpers import BASE_ENV, ROOT, subprocess_job
+from helpers import BASE_ENV, ROOT, light_job
 
 PACKAGE = Path(nni_diffusionnag.__file__).resolve().parent
 # Consumers of the whole stack: the adapters themselves, the benchmarks against NNI's strategies, the CLI.
@@ -38,7 +38,7 @@ def test_stages_are_folders():
     assert {"space", "diffusion", "nn", "properties", "prior", "transfer", "search", "integration"} <= folders
 
 
-@subprocess_job
+@light_job
 def adapters_only_import_nni():
     names = [n for n in _modules() if not n.startswith(NNI_ALLOWED) and not _is_shim(n)]
     code = f"""
@@ -84,7 +84,7 @@ def test_shims_resolve_the_paths_nni_stores():
     assert "className: nni_diffusionnag.tuner.DiffusionNAGTuner" in meta
 
 
-@subprocess_job
+@light_job
 def import_writes_nothing(tmp_path):
     env = {"HOME": str(tmp_path), "NNI_DIFFUSIONNAG_CACHE": str(tmp_path / "cache"), "XDG_CACHE_HOME": str(tmp_path / "xdg"),
            "PATH": "/usr/bin:/bin"}

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from helpers import BASE_ENV, ROOT, subprocess_job
+from helpers import BASE_ENV, ROOT, light_job
 from nni_diffusionnag.space import NasBench201Space, SpaceSignature, get_space
 from nni_diffusionnag.space.nasbench201 import EDGES, NNI_OPS
 
@@ -89,7 +89,7 @@ def test_signature_stable_and_sensitive(space):
     assert SpaceSignature.from_dict(d2).digest != sig.digest
 
 
-@subprocess_job
+@light_job
 def math_modules_without_nni():
     import subprocess
     import sys

@@ -21,7 +21,7 @@ import nni  # noqa: E402
 
 from nni_diffusionnag.integration.compat import free_port  # noqa: E402
 from helpers import (EXAMPLE, FAST_TRIAL, LABELS, META, OPS, _check_trials, _dispatcher_log, _key, _nnictl,  # noqa: E402
-                     _rest, _score, _valid, _wait_done, BASE_ENV, nnictl_env, nnictl_job, ROOT, subprocess_job)
+                     _rest, _score, _valid, _wait_done, BASE_ENV, nnictl_env, nnictl_job, ROOT, light_job)
 
 
 
@@ -66,7 +66,7 @@ def test_example_config_loads_in_nni():
     assert custom.tuner.class_name == "nni_diffusionnag.integration.tuner.DiffusionNAGTuner"
 
 
-@subprocess_job
+@light_job
 def example_trial_standalone():
     env = dict(BASE_ENV, OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
     return lambda: subprocess.run([sys.executable, "trial.py", "--cells", "1", "--epochs", "1", "--train-samples", "32",
@@ -263,7 +263,7 @@ def test_update_search_space_again(make_tuner, search_space):
 
 
 # --- registration ------------------------------------------------------------------------------
-@subprocess_job
+@light_job
 def nnictl_algo_register(tmp_path):
     env = dict(BASE_ENV, NNI_CONFIG_DIR=str(tmp_path), OMP_NUM_THREADS="1")
 
