@@ -6,7 +6,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any, Dict
 
-__all__ = ["SurrogateConfig"]
+__all__ = ["SurrogateConfig", "SURROGATE_KINDS"]
+
+SURROGATE_KINDS = ("auto", "gnn", "gp")
 
 
 @dataclass(frozen=True)
@@ -23,10 +25,15 @@ class SurrogateConfig:
     weight_decay: float = 1e-4
     bootstrap: bool = True  # each member sees a bootstrap resample: diversity for the uncertainty
     global_readout: bool = False  # also read all node states at once (interactions beyond num_layers hops)
+    # 'gnn' (the ensemble above), 'gp' (a Gaussian process over decisions) or 'auto': a GP on a chain
+    # of decisions (the generic encoding), the GNN on a cell (nni_diffusionnag/nn/factory.py)
+    kind: str = "auto"
 
     def __post_init__(self) -> None:
         if self.ensemble < 1 or self.steps < 0 or self.hidden < 1 or self.num_layers < 1:
             raise ValueError(f"invalid surrogate settings: {self}")
+        if self.kind not in SURROGATE_KINDS:
+            raise ValueError(f"surrogate kind {self.kind!r} is not one of {list(SURROGATE_KINDS)}")
 
     def to_dict(self) -> Dict[str, Any]:
         return asdict(self)

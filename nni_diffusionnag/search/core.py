@@ -30,6 +30,7 @@ for a refit, and only one round runs at a time.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import math
 import numbers
@@ -42,7 +43,6 @@ import numpy as np
 import torch
 
 from ..diffusion.guidance import GuidanceTerm
-from ..nn.surrogate import SurrogateEnsemble
 from ..space.base import GraphSpace
 from .config import SearchConfig, resolve_callable
 from .generator import Constraint, GuidedGenerator
@@ -218,7 +218,8 @@ class SearchCore:
         if self.meta.sde.kind != prior.sde.kind:
             raise ValueError(f"meta-surrogate '{path}' is noise-aware for a {self.meta.sde.kind} SDE but the prior "
                              f"uses {prior.sde.kind}")
-        self.generator.surrogate_config = self.meta.config  # same shape: resume restores into it
+        # same shape (a GNN ensemble, whatever 'auto' would pick): resume restores into it
+        self.generator.surrogate_config = dataclasses.replace(self.meta.config, kind="gnn")
         self.generator.surrogate = self.meta.copy_surrogate()
 
     def _init_dataset_meta(self, prior: Any) -> None:
@@ -553,8 +554,7 @@ class SearchCore:
 
     def _restore_surrogate(self, weights: Mapping[str, torch.Tensor]) -> None:
         gen = self.generator
-        gen.surrogate = SurrogateEnsemble(gen.space.num_types, gen.space.adjacency, gen.surrogate_config,
-                                          log_noise=gen.sde.kind == "ve").to(gen.device)
+        gen.surrogate = gen.new_surrogate()
         gen.surrogate.load_state_dict(weights)
         gen.surrogate.eval()
         values = [v for _, v in self._history] or [0.0]

@@ -17,7 +17,8 @@ import torch
 
 from ..diffusion.decoding import to_features
 from ..diffusion.guidance import GuidanceTerm, budget_penalty, expected_improvement, guided_score_fn, ucb
-from ..nn.surrogate import SurrogateConfig, SurrogateEnsemble, fit_surrogate
+from ..nn.factory import Surrogate, build_surrogate, fit_model
+from ..nn.surrogate import SurrogateConfig
 from ..prior.model import DiffusionPrior, GeneratedBatch, SamplerConfig
 from .config import ACQUISITIONS, DEFAULT_SCALE
 
@@ -86,7 +87,7 @@ class GuidedGenerator:
         self.constraints = list(constraints)
         self.targets = list(targets)
         self.surrogate_config = surrogate_config
-        self.surrogate: Optional[SurrogateEnsemble] = None
+        self.surrogate: Optional[Surrogate] = None
         self.best_value: Optional[float] = None
         self._seed = seed
         self._calls = 0
@@ -95,16 +96,25 @@ class GuidedGenerator:
     def features(self, types: np.ndarray) -> torch.Tensor:
         return to_features(torch.as_tensor(np.asarray(types), dtype=torch.long, device=self.device), self.space.num_types)
 
+    def new_surrogate(self) -> Surrogate:
+        """An unfitted surrogate of the kind the configuration names for this space (nn/factory.py)."""
+        return build_surrogate(self.space, self.surrogate_config, log_noise=self.sde.kind == "ve", device=self.device)
+
+    def fit_model(self, model: Surrogate, types: np.ndarray, values: np.ndarray, seed: int,
+                  warm_start: bool = False) -> float:
+        """Fit ``model`` (either kind) on graphs ``[M, N]`` and values ``[M]``; returns its loss."""
+        return fit_model(model, self.features(types), torch.as_tensor(np.asarray(values, dtype=np.float64),
+                                                                      device=self.device),
+                         self.sde, seed=seed, warm_start=warm_start)
+
     def fit(self, types: np.ndarray, values: np.ndarray, warm_start: bool = False) -> float:
-        """Fit the surrogate ensemble on graphs ``[M, N]`` and values ``[M]`` (to maximise)."""
+        """Fit the surrogate on graphs ``[M, N]`` and values ``[M]`` (to maximise)."""
         values = np.asarray(values, dtype=np.float64)
         if self.surrogate is None:
-            self.surrogate = SurrogateEnsemble(self.space.num_types, self.space.adjacency, self.surrogate_config,
-                                               log_noise=self.sde.kind == "ve").to(self.device)
+            self.surrogate = self.new_surrogate()
             warm_start = False
         t0 = time.time()
-        loss = fit_surrogate(self.surrogate, self.features(types), torch.as_tensor(values, device=self.device),
-                             self.sde, seed=self._seed + len(values), warm_start=warm_start)
+        loss = self.fit_model(self.surrogate, types, values, seed=self._seed + len(values), warm_start=warm_start)
         self.best_value = float(values.max())
         _logger.debug("surrogate fitted on %d points in %.2f s (mse %.3f)", len(values), time.time() - t0, loss)
         return loss

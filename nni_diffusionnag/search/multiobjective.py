@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from ..diffusion.guidance import GuidanceTerm
-from ..nn.surrogate import SurrogateEnsemble, fit_surrogate
+from ..nn.factory import Surrogate
 from .config import Objective
 from .generator import GuidedGenerator
 from .pareto import hypervolume_improvement, pareto_mask
@@ -77,7 +77,7 @@ class MultiObjective:
                      else budget_for_space(o.name, 1.0))(generator.space, model_space)
             for o in self.objectives if o.is_cost}
         self.reported = [o.name for o in self.objectives if not o.is_cost]
-        self.models: Dict[str, SurrogateEnsemble] = {}
+        self.models: Dict[str, Surrogate] = {}
 
     # --- values --------------------------------------------------------------------------------
     def cost(self, name: str, types: np.ndarray) -> np.ndarray:
@@ -105,11 +105,9 @@ class MultiObjective:
                 continue
             model = self.models.get(name)
             if model is None:
-                model = SurrogateEnsemble(gen.space.num_types, gen.space.adjacency, gen.surrogate_config,
-                                          log_noise=gen.sde.kind == "ve").to(gen.device)
+                model = gen.new_surrogate()
                 self.models[name] = model
-            fit_surrogate(model, gen.features(types[have]), torch.as_tensor(maximised[have, j], device=gen.device),
-                          gen.sde, seed=gen._seed + int(have.sum()) + 7919 * j)
+            gen.fit_model(model, types[have], maximised[have, j], seed=gen._seed + int(have.sum()) + 7919 * j)
             model.eval()
 
     def _active(self) -> List[int]:
@@ -234,8 +232,7 @@ class MultiObjective:
     def load_state_dict(self, state: Dict[str, Dict[str, torch.Tensor]]) -> None:
         gen = self.generator
         for name, weights in state.items():
-            model = SurrogateEnsemble(gen.space.num_types, gen.space.adjacency, gen.surrogate_config,
-                                      log_noise=gen.sde.kind == "ve").to(gen.device)
+            model = gen.new_surrogate()
             model.load_state_dict(weights)
             self.models[name] = model.eval()
 

@@ -195,6 +195,15 @@ class GraphSpace:
         """
         return np.array(types, dtype=np.int64, copy=True)
 
+    #: Whether the graph is a chain of decisions whose edges only give their order (the generic
+    #: encoding), not a data flow: the surrogate is then a GP over decisions (nn/factory.py).
+    decision_chain: bool = False
+
+    def ordinal_coordinates(self) -> np.ndarray:
+        """``[V]``: each node type's position in [0, 1] among its decision's values where the values
+        are ordered numbers, NaN where they are not (the default: no type is ordered)."""
+        return np.full(self.num_types, np.nan)
+
     def reference_freq(self) -> np.ndarray:
         """``[N, V]`` per-node type frequencies of random architectures (default: uniform over the
         legal types), the reference of the prior's quality report."""

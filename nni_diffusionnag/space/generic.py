@@ -76,6 +76,7 @@ from __future__ import annotations
 import itertools
 import logging
 import math
+import numbers
 import re
 from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
@@ -223,6 +224,25 @@ class GenericSpace(GraphSpace):
                       len(node_types), len(constraints))
 
     # --- facts -------------------------------------------------------------------------------
+    decision_chain = True  # the edges give the decisions' order, not a data flow
+
+    def ordinal_coordinates(self) -> np.ndarray:
+        """``[V]``: for a one-node decision over two or more numbers (``randint``, a ``q`` grid, a
+        binned continuous value, ``nni.choice([16, 32, 64])``, a ``Repeat`` depth), each value's
+        rank among them scaled to [0, 1]; NaN for every other type (names, layers, subsets, on/off).
+        The rank, not the value: bins are quantiles of the declared distribution (so ranks are on
+        its log scale where it is log-uniform) and a grid such as batch sizes is usually geometric."""
+        out = np.full(self.num_types, np.nan)
+        for d in self.decisions:
+            values = d.choices[0]
+            if len(d.nodes) != 1 or d.kind in (SUBSET, BINARY, BINARY_K) or len(values) < 2:
+                continue
+            if not all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in values):
+                continue
+            ranks = np.argsort(np.argsort(np.asarray(values, dtype=np.float64), kind="stable"), kind="stable")
+            out[d.offsets[0]:d.offsets[0] + len(values)] = ranks / (len(values) - 1)
+        return out
+
     @property
     def has_constraints(self) -> bool:
         """Whether the space has ``MutableAnnotation``s that a sample must satisfy."""
