@@ -19,10 +19,15 @@ saturates and the gradient fades, which is where guidance means nothing anyway.
 
 Model: zero-mean GP on standardised values with a Matern-5/2 kernel over the features, one
 length-scale per decision, a signal and a noise variance, fitted by maximising the log marginal
-likelihood (Adam, float64) with the dimension-scaled log-normal length-scale prior of Hvarfner et
-al. (ICML 2024, "Vanilla Bayesian optimization performs great in high dimensions"), which keeps
-tens of decisions from overfitting a handful of points. ``forward`` returns the posterior mean and
-the latent standard deviation in the property's units, as :class:`~.surrogate.SurrogateEnsemble`.
+likelihood (Adam, float64) under a log-normal length-scale prior, ``log l ~ N(0, 1)`` (features
+span about 1: a rank in [0, 1], one-hots sqrt(2) apart), which keeps tens of decisions from
+overfitting a handful of points. Not the dimension-scaled prior of Hvarfner et al. (ICML 2024),
+whose long length-scales (about 12 for 9 decisions) make the model nearly linear with few
+results, so its best predictions sit in the corners of the space: on ``bench hpo``'s objective,
+after 10 random results, the 5 best-predicted of 2,000 random configurations scored 55.5 on
+average with it and 77.1 with this prior (best of the 5: 73.3 and 87.4; best of the 10 results:
+82.3; 10 seeds). ``forward`` returns the posterior mean and the latent standard deviation in the
+property's units, as :class:`~.surrogate.SurrogateEnsemble`.
 """
 
 from __future__ import annotations
@@ -96,9 +101,8 @@ class GPSurrogate(nn.Module):
         super().__init__()
         self.features = DecisionFeatures(legal, coordinates)
         g = max(self.features.num_groups, 1)
-        # Hvarfner et al. 2024: log length-scale ~ N(sqrt(2) + log(D) / 2, 3); start at its mode
-        self.prior_loc, self.prior_var = math.sqrt(2.0) + 0.5 * math.log(g), 3.0
-        self.register_buffer("log_ls", torch.full((g,), self.prior_loc - self.prior_var, dtype=torch.float64))
+        self.prior_loc, self.prior_var = 0.0, 1.0  # log length-scale ~ N(0, 1): see the module docstring
+        self.register_buffer("log_ls", torch.full((g,), self.prior_loc, dtype=torch.float64))
         self.register_buffer("log_signal", torch.zeros((), dtype=torch.float64))
         self.register_buffer("log_noise", torch.tensor(math.log(1e-2), dtype=torch.float64))
         self.register_buffer("y_mean", torch.zeros(()))
@@ -149,7 +153,7 @@ def fit_gp(gp: GPSurrogate, x0: torch.Tensor, y: torch.Tensor, warm_start: bool 
     if warm_start and len(gp.log_ls) == gp.features.num_groups:
         init = (gp.log_ls.clone(), gp.log_signal.clone(), gp.log_noise.clone())
     else:
-        init = (torch.full_like(gp.log_ls, gp.prior_loc - gp.prior_var), torch.zeros_like(gp.log_signal),
+        init = (torch.full_like(gp.log_ls, gp.prior_loc), torch.zeros_like(gp.log_signal),
                 torch.full_like(gp.log_noise, math.log(1e-2)))
     log_ls, log_signal, log_noise = (t.clone().requires_grad_(True) for t in init)
     opt = torch.optim.Adam([log_ls, log_signal, log_noise], lr=_LR)
