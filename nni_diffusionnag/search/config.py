@@ -89,7 +89,10 @@ def check_device(name: str, device: str) -> None:
 class LoopConfig:
     """The BO loop: how many architectures per round, how many unguided ones first.
 
-    ``batch_size`` architectures are proposed per round (more: fewer refits, less adaptivity);
+    ``batch_size`` architectures are proposed per round (more: fewer refits, less adaptivity;
+    None, the default: 1 where the surrogate is the GP over decisions, which refits in
+    milliseconds, so every result counts before the next proposal, and 5 with the GNN ensemble,
+    whose refit takes seconds; docs/benchmarks.md §8 measures it);
     the first ``warmup`` come from the unguided prior; ``n_candidates`` graphs are generated per
     round before ranking; the search stops after ``patience`` rounds in a row that yield nothing
     new; ``seed`` (None: drawn and logged) seeds every random stream. ``threads``: torch CPU
@@ -99,7 +102,7 @@ class LoopConfig:
     10-100x on a 2-core machine (docs/benchmarks.md §9).
     """
 
-    batch_size: int = 5
+    batch_size: Optional[int] = None
     warmup: int = 10
     n_candidates: int = 100
     patience: int = 3
@@ -107,10 +110,11 @@ class LoopConfig:
     threads: int = 1
 
     def __post_init__(self) -> None:
-        _int("batch_size", self.batch_size, 1)
+        if self.batch_size is not None:
+            _int("batch_size", self.batch_size, 1)
         _int("warmup", self.warmup, 0)
         _int("n_candidates", self.n_candidates, 1)
-        if self.n_candidates < self.batch_size:
+        if self.batch_size is not None and self.n_candidates < self.batch_size:
             raise ValueError(f"DiffusionNAG: n_candidates={self.n_candidates} must be >= batch_size={self.batch_size}")
         _int("patience", self.patience, 1)
         if self.seed is not None:

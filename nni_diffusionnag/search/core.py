@@ -43,6 +43,7 @@ import numpy as np
 import torch
 
 from ..diffusion.guidance import GuidanceTerm
+from ..nn.factory import surrogate_kind
 from ..space.base import GraphSpace
 from .config import SearchConfig, resolve_callable
 from .generator import Constraint, GuidedGenerator
@@ -179,6 +180,13 @@ class SearchCore:
             else:
                 self._init_meta(prior)
 
+        # proposals per refit: the configured ones, else 1 with a GP (refits cost milliseconds) and
+        # 5 with the GNN ensemble (seconds); config.LoopConfig says why
+        kind = surrogate_kind(space, self.generator.surrogate_config)
+        self.batch_size = config.loop.batch_size or (1 if kind == "gp" else 5)
+        if config.loop.n_candidates < self.batch_size:
+            raise ValueError(f"DiffusionNAG: n_candidates={config.loop.n_candidates} must be >= the batch size "
+                             f"{self.batch_size} (batch_size=None picks {self.batch_size} with the {kind} surrogate)")
         self._lock = threading.Lock()  # guards the state below
         self._round_lock = threading.Lock()  # one proposal round at a time
         self._history: List[Tuple[Key, float]] = []  # (graph, metric as reported), in arrival order
@@ -196,8 +204,10 @@ class SearchCore:
         # Where to append what the surrogate predicted for each guided proposal, one JSON line
         # {"sample", "mean", "std"} in the metric's units (read by `nni-diffusionnag report`); None: nowhere.
         self.prediction_log: Optional[Any] = None
-        _logger.info("DiffusionNAG on %s with prior %s (%s)%s", space, getattr(prior, "kind", "learned"),
-                     prior.device, f": {config.describe()}" if config.describe() else "")
+        _logger.info("DiffusionNAG on %s with prior %s (%s), %s surrogate, %d proposal(s) per refit%s", space,
+                     getattr(prior, "kind", "learned"), prior.device, "meta-learned GNN" if self.meta is not None
+                     else kind.upper() if kind == "gp" else kind.upper() + " ensemble", self.batch_size,
+                     f": {config.describe()}" if config.describe() else "")
 
     # --- set-up --------------------------------------------------------------------------------
     def _load_prior(self, model_space: Any) -> Any:
@@ -285,7 +295,7 @@ class SearchCore:
                 rank_fn = self._dataset_rank
             if self.meta is not None:
                 self._refit_from_meta(history)
-                batch = gen.propose(loop.batch_size, exclude, loop.n_candidates, acq.scale, acq.acquisition, acq.kappa)
+                batch = gen.propose(self.batch_size, exclude, loop.n_candidates, acq.scale, acq.acquisition, acq.kappa)
                 how = "meta-guided"
             elif self.mo is not None and n_warm == 0 and len(history) >= 2:
                 batch = self._mo_round(history, exclude)
@@ -294,10 +304,10 @@ class SearchCore:
                 if len(history) > self._fitted_on:
                     gen.fit(np.array([k for k, _ in history]), self._to_maximise([v for _, v in history]))
                     self._fitted_on = len(history)
-                batch = gen.propose(loop.batch_size, exclude, loop.n_candidates, acq.scale, acq.acquisition, acq.kappa)
+                batch = gen.propose(self.batch_size, exclude, loop.n_candidates, acq.scale, acq.acquisition, acq.kappa)
                 how = "guided"
             else:
-                k = n_warm or loop.batch_size
+                k = n_warm or self.batch_size
                 if rank_fn is not None:
                     batch = gen.propose(k, exclude, loop.n_candidates, scale=0.0, rank_fn=rank_fn)
                     how = "dataset-guided"
@@ -338,7 +348,7 @@ class SearchCore:
             mo.fit(types, maximised)
             self._fitted_on = len(history)
         rng = np.random.default_rng([self.seed, len(history), self.generator._calls])
-        return mo.propose(loop.batch_size, exclude, loop.n_candidates, acq.scale, acq.kappa, maximised, rng)
+        return mo.propose(self.batch_size, exclude, loop.n_candidates, acq.scale, acq.kappa, maximised, rng)
 
     def _objective_values(self, history: Sequence[Tuple[Key, float]]) -> np.ndarray:
         """``[n, m]`` objective values of ``history`` as reported/computed (NaN: not reported)."""
