@@ -115,3 +115,30 @@ def test_state_dict_round_trip_predicts_the_same():
         assert all(torch.allclose(a, b) for a, b in zip(gp(x), fresh(x)))
     with pytest.raises(RuntimeError, match="not fitted"):
         build_surrogate(space, SurrogateConfig())(x)
+
+
+def test_the_search_core_refits_a_gp_after_every_result_on_a_decision_chain(caplog):
+    """batch_size=None: one proposal per refit with the GP (a chain of decisions), five with the GNN
+    (NB201's cell); an explicit batch_size wins."""
+    import logging
+
+    from nni_diffusionnag.prior.exact import ProductPrior
+    from nni_diffusionnag.search.core import SearchCore
+
+    def core(space, **kwargs):
+        config = SearchConfig.from_kwargs(seed=0, warmup=3, n_candidates=20, device="cpu", sampler={"num_steps": 8},
+                                          surrogate={"hidden": 8, "steps": 10, "ensemble": 2}, **kwargs)
+        return SearchCore(space, config, prior=ProductPrior(space, device="cpu"))
+
+    assert core(NasBench201Space()).batch_size == 5
+    assert core(_space(), batch_size=3).batch_size == 3
+    space = _space()
+    with caplog.at_level(logging.INFO, logger="nni_diffusionnag.search.core"):
+        chain = core(space)
+        assert chain.batch_size == 1 and "GP surrogate, 1 proposal(s) per refit" in caplog.text
+        for _ in range(6):
+            (sample,) = chain.propose(1)
+            types = space.sample_to_types(sample)
+            chain.observe(sample, float(_truth(space, types[None])[0]))
+    assert isinstance(chain.generator.surrogate, GPSurrogate)
+    assert len(chain.generator.surrogate.alpha) == 5  # refitted on the 5 results before the 6th proposal
