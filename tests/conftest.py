@@ -160,7 +160,7 @@ class _BackgroundJobs:
                 while True:
                     if not self.queue:
                         return
-                    lanes = self.LANE_ORDER if self.ts_tests_over else ("subprocess", "light")
+                    lanes = ("subprocess", "nnictl", "light") if self.ts_tests_over else ("subprocess", "light")
                     job = self._take(lanes)
                     if job is not None:
                         break

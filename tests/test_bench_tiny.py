@@ -70,3 +70,18 @@ def test_bench_speed_tiny(tmp_path):
     assert row["valid"] == 1.0  # constraint breakers are rejected and 2-of-4 subsets repaired before a proposal
     assert row["round_s"] == pytest.approx(row["fit_s"] + row["generate_s"], abs=2e-3)
     assert "constrained" in summarize(result)
+
+
+def test_bench_multiobjective_nb201_tiny(nb201_csv, tmp_path):
+    """The NB201 columns' runs go through bench/common.search_nb201_table (the search core on the
+    table): a tiny run queries distinct table cells and its hypervolume curve is a fraction."""
+    from nni_diffusionnag.cli import main
+
+    out = tmp_path / "out"
+    assert main(["bench", "multiobjective", "--table", str(nb201_csv), "--costs", "params", "--seeds", "1",
+                 "--budget", "12", "--methods", "DiffusionNAG-MO", "--output", str(out)]) == 0
+    result = json.loads(next(out.glob("multiobjective-*.json")).read_text())
+    (run,) = [r for col in result["columns"].values() for r in col["runs"]]
+    assert run["method"] == "DiffusionNAG-MO" and len(run["rows"]) == 12 == run["distinct"]
+    hv = np.array(run["hv_fraction"])
+    assert np.all(np.diff(hv) >= -1e-12) and 0 < hv[-1] <= 1 + 1e-9

@@ -69,7 +69,7 @@ def search_nb201_table(core: Any, value: Callable[[int], float], budget: int) ->
     each proposal (``row``: its index in :func:`type_index` order); the rows in query order."""
     rows: List[int] = []
     while len(rows) < budget:
-        samples = core.propose(min(core.config.loop.batch_size, budget - len(rows)))
+        samples = core.propose(min(core.batch_size, budget - len(rows)))
         if not samples:
             break
         for sample in samples:

@@ -141,7 +141,7 @@ def _measure(name: str, device: str, n_results: int, repeats: int, n_valid: int,
         t0 = time.perf_counter()
         gen.fit(types, values)
         t1 = time.perf_counter()
-        gen.propose(loop.batch_size, set(), loop.n_candidates, acq.scale, acq.acquisition, acq.kappa, seed=r)
+        gen.propose(core.batch_size, set(), loop.n_candidates, acq.scale, acq.acquisition, acq.kappa, seed=r)
         fits.append(t1 - t0)
         gens.append(time.perf_counter() - t1)
     proposed: List[np.ndarray] = []
@@ -154,6 +154,7 @@ def _measure(name: str, device: str, n_results: int, repeats: int, n_valid: int,
     fit_s, gen_s = statistics.median(fits), statistics.median(gens)
     row = {"space": name, "encoding": space.name, "nodes": space.num_nodes, "types": space.num_types,
            "prior": getattr(core.generator.prior, "kind", type(core.generator.prior).__name__),
+           "surrogate": type(core.generator.surrogate).__name__, "batch_size": core.batch_size,
            "first_metric_s": round(first, 3), "fit_s": round(fit_s, 3), "generate_s": round(gen_s, 3),
            "round_s": round(fit_s + gen_s, 3), "valid": valid, "checked": int(len(cand))}
     _logger.info("%s: %s", name, row)
