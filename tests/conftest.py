@@ -100,7 +100,8 @@ class _BackgroundJobs:
     nnictl experiments, then what is left. "light" jobs start no NNI manager, so the main thread,
     when it has reached the background jobs' tests and waits, runs a queued one itself."""
 
-    LANE_ORDER = ("subprocess", "light", "nnictl")
+    DURING_TS = ("subprocess", "light")  # lanes in the order the worker takes them
+    AFTER_TS = ("subprocess", "nnictl", "light")
 
     def __init__(self) -> None:
         self.outcomes: dict = {}  # name -> (ok, value or exception)
@@ -123,7 +124,6 @@ class _BackgroundJobs:
         self.done[name].set()
 
     def start(self) -> None:
-        self.queue.sort(key=lambda job: self.LANE_ORDER.index(job[0]))  # stable within a lane
         self.thread.start()
 
     def mark_ts_tests_over(self) -> None:
@@ -160,8 +160,7 @@ class _BackgroundJobs:
                 while True:
                     if not self.queue:
                         return
-                    lanes = ("subprocess", "nnictl", "light") if self.ts_tests_over else ("subprocess", "light")
-                    job = self._take(lanes)
+                    job = self._take(self.AFTER_TS if self.ts_tests_over else self.DURING_TS)
                     if job is not None:
                         break
                     self.cond.wait(1.0)

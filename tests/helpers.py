@@ -49,13 +49,13 @@ def _nnictl(*args: str, env: dict, timeout: float = 60) -> subprocess.CompletedP
 # (tests/conftest.py: one job at a time, plain subprocesses while the shared 'ts' experiment runs,
 # then the "nnictl" ones) while the other tests use the CPU, and check the outcome at the end of the
 # session. A job is registered with @nnictl_job, @subprocess_job or @light_job (a subprocess that
-# starts no NNI manager: the main thread may run it itself while it waits): its function is the *preparation*, called in the main thread
-# when the session starts, with the fixtures its arguments name (``tmp_path``: a fresh directory of
-# its own); it writes files, computes whatever touches this process (NNI's label scopes, sys.path,
-# the package walk) and may skip, then returns the function the worker calls: only subprocesses
-# (nnictl, sshd, python) and REST calls, with an environment built from BASE_ENV, an explicit cwd, a
-# timeout, and every NNI experiment stopped in a finally. The test marked
-# @pytest.mark.background_job(name) calls its ``background_result`` fixture for what that function
+# starts no NNI manager: the main thread may run it itself while it waits): its function is the
+# *preparation*, called in the main thread when the session starts, with the fixtures its arguments
+# name (``tmp_path``: a fresh directory of its own); it writes files, computes whatever touches this
+# process (NNI's label scopes, sys.path, the package walk) and may skip, then returns the function
+# the worker calls: only subprocesses (nnictl, sshd, python) and REST calls, with an environment
+# built from BASE_ENV, an explicit cwd, a timeout, and every NNI experiment stopped in a finally.
+# The test marked @pytest.mark.background_job(name) calls its ``background_result`` fixture for what that function
 # returned (or gets what it raised: its assertions fail the test, a skip skips it). CANCEL ends the
 # waits early when the session ends before the jobs did.
 BASE_ENV = dict(os.environ)  # as collected: never a test's monkeypatched environment

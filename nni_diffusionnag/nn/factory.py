@@ -44,4 +44,3 @@ def fit_model(model: Surrogate, x0: torch.Tensor, y: torch.Tensor, sde: SDE, see
     if isinstance(model, GPSurrogate):
         return fit_gp(model, x0, y, warm_start=warm_start)
     return fit_surrogate(model, x0, y, sde, seed=seed, warm_start=warm_start)
-

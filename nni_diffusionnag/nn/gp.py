@@ -43,6 +43,7 @@ __all__ = ["DecisionFeatures", "GPSurrogate", "fit_gp"]
 
 _BETA = 3.0  # sharpness of the soft choice; see the module docstring
 _MIN_NOISE = 1e-4  # noise variance floor (standardised units): keeps the Cholesky factor stable
+_INIT_LOG_NOISE = math.log(1e-2)  # where a fit from scratch starts the noise variance
 _STEPS = 150
 _LR = 0.05
 
@@ -88,14 +89,19 @@ def _matern52(a: torch.Tensor, b: torch.Tensor, inv_ls: torch.Tensor) -> torch.T
     return (1.0 + r + r * r / 3.0) * torch.exp(-r)
 
 
+def _train_cov(f: torch.Tensor, inv_ls: torch.Tensor, log_signal: torch.Tensor,
+               log_noise: torch.Tensor) -> torch.Tensor:
+    """Covariance of the training values: signal kernel plus noise (floored) on the diagonal."""
+    eye = torch.eye(len(f), dtype=f.dtype, device=f.device)
+    return torch.exp(log_signal) * _matern52(f, f, inv_ls) + (torch.exp(log_noise) + _MIN_NOISE) * eye
+
+
 class GPSurrogate(nn.Module):
     """Exact GP regression over :class:`DecisionFeatures` (see the module docstring).
 
     Shapes: ``x: [B, N, V]``, ``noise_level: [B]`` (ignored: the GP is fitted on clean graphs)
     -> ``([B], [B])`` mean and standard deviation in the property's units.
     """
-
-    kind = "gp"
 
     def __init__(self, legal: np.ndarray, coordinates: np.ndarray) -> None:
         super().__init__()
@@ -104,7 +110,7 @@ class GPSurrogate(nn.Module):
         self.prior_loc, self.prior_var = 0.0, 1.0  # log length-scale ~ N(0, 1): see the module docstring
         self.register_buffer("log_ls", torch.full((g,), self.prior_loc, dtype=torch.float64))
         self.register_buffer("log_signal", torch.zeros((), dtype=torch.float64))
-        self.register_buffer("log_noise", torch.tensor(math.log(1e-2), dtype=torch.float64))
+        self.register_buffer("log_noise", torch.tensor(_INIT_LOG_NOISE, dtype=torch.float64))
         self.register_buffer("y_mean", torch.zeros(()))
         self.register_buffer("y_std", torch.ones(()))
         self.register_buffer("train_f", torch.zeros((0, 0), dtype=torch.float64))
@@ -149,19 +155,16 @@ def fit_gp(gp: GPSurrogate, x0: torch.Tensor, y: torch.Tensor, warm_start: bool 
     with torch.no_grad():
         f = gp.features(x0.to(gp.y_mean.device)).to(torch.float64)
     n = len(f)
-    eye = torch.eye(n, dtype=torch.float64, device=f.device)
     if warm_start and len(gp.log_ls) == gp.features.num_groups:
         init = (gp.log_ls.clone(), gp.log_signal.clone(), gp.log_noise.clone())
     else:
         init = (torch.full_like(gp.log_ls, gp.prior_loc), torch.zeros_like(gp.log_signal),
-                torch.full_like(gp.log_noise, math.log(1e-2)))
+                torch.full_like(gp.log_noise, _INIT_LOG_NOISE))
     log_ls, log_signal, log_noise = (t.clone().requires_grad_(True) for t in init)
     opt = torch.optim.Adam([log_ls, log_signal, log_noise], lr=_LR)
 
     def nll() -> torch.Tensor:
-        k = torch.exp(log_signal) * _matern52(f, f, gp._inv_ls(log_ls))
-        k = k + (torch.exp(log_noise) + _MIN_NOISE) * eye
-        chol = torch.linalg.cholesky(k)
+        chol = torch.linalg.cholesky(_train_cov(f, gp._inv_ls(log_ls), log_signal, log_noise))
         a = torch.cholesky_solve(yz[:, None], chol)[:, 0]
         fit = 0.5 * yz @ a + torch.log(torch.diagonal(chol)).sum()
         prior = ((log_ls - gp.prior_loc) ** 2).sum() / (2 * gp.prior_var)
@@ -179,11 +182,9 @@ def fit_gp(gp: GPSurrogate, x0: torch.Tensor, y: torch.Tensor, warm_start: bool 
             log_noise.clamp_(-12.0, 1.0)
     with torch.no_grad():
         gp.log_ls, gp.log_signal, gp.log_noise = log_ls.detach(), log_signal.detach(), log_noise.detach()
-        k = torch.exp(gp.log_signal) * _matern52(f, f, gp._inv_ls(gp.log_ls))
-        chol = torch.linalg.cholesky(k + (torch.exp(gp.log_noise) + _MIN_NOISE) * eye)
+        chol = torch.linalg.cholesky(_train_cov(f, gp._inv_ls(gp.log_ls), gp.log_signal, gp.log_noise))
         gp.train_f, gp.chol = f, chol
         gp.alpha = torch.cholesky_solve(yz[:, None], chol)[:, 0]
         gp.y_mean.copy_(mu.float())
         gp.y_std.copy_(sd.float())
     return float(loss.detach())
-

@@ -184,7 +184,8 @@ class SearchCore:
         # 5 with the GNN ensemble (seconds); config.LoopConfig says why
         kind = surrogate_kind(space, self.generator.surrogate_config)
         self.batch_size = config.loop.batch_size or (1 if kind == "gp" else 5)
-        if config.loop.n_candidates < self.batch_size:
+        # a batch_size that was set is checked by LoopConfig; the one picked here is checked here
+        if config.loop.batch_size is None and config.loop.n_candidates < self.batch_size:
             raise ValueError(f"DiffusionNAG: n_candidates={config.loop.n_candidates} must be >= the batch size "
                              f"{self.batch_size} (batch_size=None picks {self.batch_size} with the {kind} surrogate)")
         self._lock = threading.Lock()  # guards the state below
@@ -204,9 +205,9 @@ class SearchCore:
         # Where to append what the surrogate predicted for each guided proposal, one JSON line
         # {"sample", "mean", "std"} in the metric's units (read by `nni-diffusionnag report`); None: nowhere.
         self.prediction_log: Optional[Any] = None
+        surrogate = "meta-learned GNN" if self.meta is not None else {"gp": "GP", "gnn": "GNN ensemble"}[kind]
         _logger.info("DiffusionNAG on %s with prior %s (%s), %s surrogate, %d proposal(s) per refit%s", space,
-                     getattr(prior, "kind", "learned"), prior.device, "meta-learned GNN" if self.meta is not None
-                     else kind.upper() if kind == "gp" else kind.upper() + " ensemble", self.batch_size,
+                     getattr(prior, "kind", "learned"), prior.device, surrogate, self.batch_size,
                      f": {config.describe()}" if config.describe() else "")
 
     # --- set-up --------------------------------------------------------------------------------
