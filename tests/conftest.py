@@ -95,13 +95,15 @@ _JOBS: list = []  # the session's _BackgroundJobs, for the terminal summary
 class _BackgroundJobs:
     """Runs the prepared background jobs (tests/helpers.py) on one worker thread, one at a time, so
     that an NNI dispatcher, which has 10 s to connect, never starts next to more than the main
-    thread's test. While the shared 'ts' experiment's tests run in the main thread (they come first),
-    the worker takes plain subprocesses only ("subprocess", then "light"); once they are over, the
-    nnictl experiments, then what is left. "light" jobs start no NNI manager, so the main thread,
-    when it has reached the background jobs' tests and waits, runs a queued one itself."""
+    thread's test. While the shared 'ts' experiment's tests run in the main thread (they come first,
+    and mostly wait for its trials), the worker takes the other Python-route 'ts' experiments, then
+    plain subprocesses; once they are over, the nnictl experiments (the longest lane), then what is
+    left. "subprocess" and "light" jobs start no NNI manager, so the main thread, when it has reached
+    the background jobs' tests and waits, runs queued ones itself."""
 
-    DURING_TS = ("subprocess", "light")  # lanes in the order the worker takes them
-    AFTER_TS = ("subprocess", "nnictl", "light")
+    DURING_TS = ("ts", "subprocess", "light")  # lanes in the order the worker takes them
+    AFTER_TS = ("nnictl", "ts", "subprocess", "light")
+    IN_MAIN = ("light", "subprocess")  # what the main thread takes while it waits
 
     def __init__(self) -> None:
         self.outcomes: dict = {}  # name -> (ok, value or exception)
@@ -174,7 +176,7 @@ class _BackgroundJobs:
         deadline = time.monotonic() + timeout
         while not self.done[name].is_set():
             with self.cond:
-                job = self._take(("light",))
+                job = self._take(self.IN_MAIN)
             if job is not None:
                 self._run(job[1], job[2], "main")
                 continue

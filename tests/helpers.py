@@ -46,10 +46,14 @@ def _nnictl(*args: str, env: dict, timeout: float = 60) -> subprocess.CompletedP
 # --- slow subprocesses in the background ---------------------------------------------------------
 # An nnictl experiment mostly waits (manager and trial start-up, polling), and a test that only runs a
 # fresh interpreter needs nothing of this process: such tests run theirs on a background worker
-# (tests/conftest.py: one job at a time, plain subprocesses while the shared 'ts' experiment runs,
-# then the "nnictl" ones) while the other tests use the CPU, and check the outcome at the end of the
-# session. A job is registered with @nnictl_job, @subprocess_job or @light_job (a subprocess that
-# starts no NNI manager: the main thread may run it itself while it waits): its function is the
+# (tests/conftest.py: one job at a time; while the shared 'ts' experiment runs, the Python-route
+# 'ts' experiments and plain subprocesses, then the "nnictl" ones) while the other tests use the CPU,
+# and check the outcome at the end of the session. A job is registered with @nnictl_job (nnictl
+# starts an NNI manager, which starts a dispatcher process that has 10 s to connect), @ts_job (a
+# Python-route 'ts' experiment in a subprocess: the manager's tuner is that running process, no
+# dispatcher to start, so it may run beside the shared one), @subprocess_job or @light_job (no NNI
+# manager; the main thread, once it waits for the jobs, runs queued ones of these two itself, light
+# ones first): its function is the
 # *preparation*, called in the main thread when the session starts, with the fixtures its arguments
 # name (``tmp_path``: a fresh directory of its own); it writes files, computes whatever touches this
 # process (NNI's label scopes, sys.path, the package walk) and may skip, then returns the function
@@ -74,6 +78,7 @@ def _background_job(lane: str):
 
 
 nnictl_job = _background_job("nnictl")
+ts_job = _background_job("ts")
 subprocess_job = _background_job("subprocess")
 light_job = _background_job("light")
 
@@ -185,11 +190,11 @@ def fast_strategy_settings() -> dict:
     from nni_diffusionnag.nn.surrogate import SurrogateConfig
     from nni_diffusionnag.prior.model import SamplerConfig
 
-    return dict(surrogate=SurrogateConfig(hidden=16, steps=60, ensemble=3), sampler=SamplerConfig(num_steps=10),
+    return dict(surrogate=SurrogateConfig(hidden=16, steps=60, ensemble=3, gp_steps=30), sampler=SamplerConfig(num_steps=10),
                 n_candidates=40, device="cpu")
 
 
-SHARED_TS_TRIALS = 8
+SHARED_TS_TRIALS = 6  # a warm-up of 4, then one guided round of 2
 
 
 class SharedTsRun:

@@ -52,7 +52,7 @@ def trained(digits, tmp_path_factory):
         feats = encode_dataset(digits, ext, images_per_class=16, seed=i, classes=classes)
         tasks.append((types, _metric(types, conv, rng), feats))
     path = tmp_path_factory.mktemp("dm") / "dataset_meta.pt"
-    meta = train_dataset_meta(space, tasks, steps=300, seed=0, extractor=ext, output=path)
+    meta = train_dataset_meta(space, tasks, steps=150, seed=0, extractor=ext, output=path)
     return space, ext, meta, path
 
 

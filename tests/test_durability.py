@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import BASE_ENV, _nnictl, nnictl_env, nnictl_job, subprocess_job
+from helpers import BASE_ENV, _nnictl, nnictl_env, subprocess_job, ts_job
 
 pytestmark = pytest.mark.slow
 
@@ -96,7 +96,7 @@ TS_EVALUATOR = textwrap.dedent('''
         with (HERE / "started.jsonl").open("a") as f:
             f.write(json.dumps(sample, sort_keys=True) + "\\n")
         started = (HERE / "started.jsonl").read_text().count("\\n")
-        time.sleep(30 if started == 3 else 1)  # the 3rd trial still runs when the test stops its manager
+        time.sleep(30 if started == 2 else 1)  # the 2nd trial still runs when the test stops its manager
         score = sum({"conv_3x3": 3.0, "conv_1x1": 2.0, "skip_connect": 1.0}.get(v, 0.0) for v in sample.values())
         with (HERE / "evaluated.jsonl").open("a") as f:
             f.write(json.dumps(sample, sort_keys=True) + "\\n")
@@ -115,7 +115,7 @@ TS_SCRIPT = textwrap.dedent('''
 
     action, port, kill_after = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
     config = NasExperimentConfig("ts", "simplified", "local")
-    config.max_trial_number, config.trial_concurrency = 5, 1
+    config.max_trial_number, config.trial_concurrency = 3, 1
     config.experiment_working_directory = str(Path.cwd() / "exp")
     config.training_service.use_active_gpu = False
     strategy = DiffusionNAG(seed=0, warmup=2, batch_size=2, n_candidates=20, device="cpu",
@@ -140,7 +140,7 @@ TS_SCRIPT = textwrap.dedent('''
 ''')
 
 
-@nnictl_job
+@ts_job
 def ts_sigkill_then_resume(tmp_path):
     from nni_diffusionnag.integration.compat import free_port
 
@@ -158,10 +158,10 @@ def ts_sigkill_then_resume(tmp_path):
 
     def run():
         try:
-            first = python("first", "run", str(port), "2", timeout=300)
+            first = python("first", "run", str(port), "1", timeout=300)
             if first[0] != -signal.SIGKILL:
                 return tmp_path, first, None
-            # the killed run's NNI manager is still up, its 3rd trial running: resume says what to do
+            # the killed run's NNI manager is still up, its 2nd trial running: resume says what to do
             blocked = python("blocked", "resume", str(port), "1000", timeout=120)
             _nnictl("stop", "tsdurable", env=env)  # what it says; the manager requeues the running trial
             before = (tmp_path / "evaluated.jsonl").read_text().splitlines()
@@ -181,14 +181,14 @@ def test_ts_engine_sigkill_then_resume_keeps_every_result(background_result):
     assert rc == -signal.SIGKILL, log[-5000:]
     (rc, blocked), before, (rc2, log) = runs
     assert rc != 0 and "nnictl stop tsdurable" in blocked, blocked[-3000:]
-    assert len(before) == 2  # the 3rd trial was stopped before its result
+    assert len(before) == 1  # the 2nd trial was stopped before its result
 
     assert rc2 == 0, log[-5000:]
-    assert "search state restored: 2 results" in log
+    assert "search state restored: 1 results" in log
     assert "1 trial(s) it runs again after the resume, adopted" in log
     evaluated = (tmp_path / "evaluated.jsonl").read_text().splitlines()
-    assert len(evaluated) == 5 and len(set(evaluated)) == 5, evaluated  # the budget; none trained twice
-    assert "RESULTS 5" in log  # the adopted trial's metric reached the strategy
+    assert len(evaluated) == 3 and len(set(evaluated)) == 3, evaluated  # the budget; none trained twice
+    assert "RESULTS 3" in log  # the adopted trial's metric reached the strategy
 
 
 def test_half_written_checkpoint_never_breaks_resume(tmp_path):

@@ -106,7 +106,7 @@ def test_200_random_spaces_search_or_are_refused_by_name():
         model_space = FuzzSpace(seed)
         discretize = 4 if seed % 2 else None  # numerical mutables: refused without discretize, binned with it
         strategy = DiffusionNAG(seed=seed, warmup=2, batch_size=1, n_candidates=8, device="cpu", discretize=discretize,
-                                surrogate=SurrogateConfig(hidden=8, steps=5, ensemble=2),
+                                surrogate=SurrogateConfig(hidden=8, steps=5, ensemble=2, gp_steps=10),
                                 sampler=SamplerConfig(num_steps=4))
         with _hang_guard(120, f"space {seed}"):
             try:

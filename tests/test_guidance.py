@@ -74,7 +74,7 @@ def test_noise_aware_surrogate_is_informative_at_high_noise():
     x0 = to_features(torch.as_tensor(types), 7)
     corr = {}
     for noise_aware in (True, False):
-        ens = SurrogateEnsemble(7, SPACE.adjacency, SurrogateConfig(hidden=32, steps=300, ensemble=2, noise_aware=noise_aware))
+        ens = SurrogateEnsemble(7, SPACE.adjacency, SurrogateConfig(hidden=32, steps=150, ensemble=2, noise_aware=noise_aware))
         fit_surrogate(ens, x0, torch.as_tensor(y), sde, seed=0)
         t = torch.full((300,), 0.5)
         gen = torch.Generator().manual_seed(0)

@@ -82,7 +82,7 @@ def test_strategy_with_meta_predictor_starts_better(tmp_path, nb201_csv):
     space = NasBench201Space()
     types, values = read_task_csv(space, nb201_csv, "cifar10_test_acc")
     path = tmp_path / "meta.pt"
-    train_meta(space, {"c10": (types, values)}, SurrogateConfig(hidden=16, ensemble=3, steps=300, batch_size=256),
+    train_meta(space, {"c10": (types, values)}, SurrogateConfig(hidden=16, ensemble=3, steps=150, batch_size=256),
                output=path, progress=False)
     fast = dict(sampler=SamplerConfig(num_steps=10), n_candidates=40, device="cpu", batch_size=5,
                 surrogate=SurrogateConfig(hidden=16, ensemble=3, steps=60))

@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 
 from nni_diffusionnag.integration import compat, portal_fix
-from helpers import check_jobs
+from helpers import SHARED_TS_TRIALS, check_jobs
 
 
 
@@ -45,7 +45,7 @@ def test_compat_install_activates_the_fix_when_an_experiment_starts(monkeypatch)
 
 @pytest.mark.slow
 def test_concurrent_trials_show_their_own_architecture(ts_experiment):
-    """The shared 'ts' experiment (tests/conftest.py): 8 trials at concurrency 2."""
-    assert ts_experiment.trials == 8
-    check_jobs(ts_experiment.jobs, ts_experiment.evaluator, 8)
+    """The shared 'ts' experiment (tests/conftest.py): SHARED_TS_TRIALS trials at concurrency 2."""
+    assert ts_experiment.trials == SHARED_TS_TRIALS
+    check_jobs(ts_experiment.jobs, ts_experiment.evaluator, SHARED_TS_TRIALS)
     assert portal_fix.is_active()

@@ -28,9 +28,12 @@ class SurrogateConfig:
     # 'gnn' (the ensemble above), 'gp' (a Gaussian process over decisions) or 'auto': a GP on a chain
     # of decisions (the generic encoding), the GNN on a cell (nni_diffusionnag/nn/factory.py)
     kind: str = "auto"
+    # Adam steps of the GP's marginal-likelihood fit (the GNN trains for ``steps``); the default is
+    # the one every GP figure in docs/benchmarks.md was measured with
+    gp_steps: int = 150
 
     def __post_init__(self) -> None:
-        if self.ensemble < 1 or self.steps < 0 or self.hidden < 1 or self.num_layers < 1:
+        if self.ensemble < 1 or self.steps < 0 or self.hidden < 1 or self.num_layers < 1 or self.gp_steps < 1:
             raise ValueError(f"invalid surrogate settings: {self}")
         if self.kind not in SURROGATE_KINDS:
             raise ValueError(f"surrogate kind {self.kind!r} is not one of {list(SURROGATE_KINDS)}")

@@ -34,7 +34,7 @@ def build_surrogate(space, config: SurrogateConfig, log_noise: bool = True, devi
                     ) -> Surrogate:
     """A fresh, unfitted surrogate of the kind :func:`surrogate_kind` names for ``space``."""
     if surrogate_kind(space, config) == "gp":
-        return GPSurrogate(space.legal, space.ordinal_coordinates()).to(device)
+        return GPSurrogate(space.legal, space.ordinal_coordinates(), fit_steps=config.gp_steps).to(device)
     return SurrogateEnsemble(space.num_types, space.adjacency, config, log_noise=log_noise).to(device)
 
 

@@ -103,9 +103,10 @@ class GPSurrogate(nn.Module):
     -> ``([B], [B])`` mean and standard deviation in the property's units.
     """
 
-    def __init__(self, legal: np.ndarray, coordinates: np.ndarray) -> None:
+    def __init__(self, legal: np.ndarray, coordinates: np.ndarray, fit_steps: int = _STEPS) -> None:
         super().__init__()
         self.features = DecisionFeatures(legal, coordinates)
+        self.fit_steps = int(fit_steps)  # what fit_gp runs unless told otherwise
         g = max(self.features.num_groups, 1)
         self.prior_loc, self.prior_var = 0.0, 1.0  # log length-scale ~ N(0, 1): see the module docstring
         self.register_buffer("log_ls", torch.full((g,), self.prior_loc, dtype=torch.float64))
@@ -141,7 +142,8 @@ class GPSurrogate(nn.Module):
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 
-def fit_gp(gp: GPSurrogate, x0: torch.Tensor, y: torch.Tensor, warm_start: bool = False, steps: int = _STEPS) -> float:
+def fit_gp(gp: GPSurrogate, x0: torch.Tensor, y: torch.Tensor, warm_start: bool = False,
+           steps: Optional[int] = None) -> float:
     """Fit ``gp`` on clean features ``x0: [M, N, V]`` and targets ``y: [M]`` by maximising the log
     marginal likelihood plus the length-scale prior. Returns the final negative log likelihood per
     point. ``warm_start`` starts from the current hyper-parameters (cheap refits in a BO loop)."""
@@ -161,6 +163,7 @@ def fit_gp(gp: GPSurrogate, x0: torch.Tensor, y: torch.Tensor, warm_start: bool 
         init = (torch.full_like(gp.log_ls, gp.prior_loc), torch.zeros_like(gp.log_signal),
                 torch.full_like(gp.log_noise, _INIT_LOG_NOISE))
     log_ls, log_signal, log_noise = (t.clone().requires_grad_(True) for t in init)
+    steps = gp.fit_steps if steps is None else steps
     opt = torch.optim.Adam([log_ls, log_signal, log_noise], lr=_LR)
 
     def nll() -> torch.Tensor:
