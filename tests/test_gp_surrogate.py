@@ -56,11 +56,14 @@ def test_auto_picks_a_gp_on_a_decision_chain_and_the_gnn_on_a_cell():
     assert isinstance(build_surrogate(NasBench201Space(), auto), SurrogateEnsemble)
     assert isinstance(build_surrogate(_space(), SurrogateConfig(kind="gnn")), SurrogateEnsemble)
     assert isinstance(build_surrogate(NasBench201Space(), SurrogateConfig(kind="gp")), GPSurrogate)
+    assert build_surrogate(_space(), SurrogateConfig(gp_steps=7)).fit_steps == 7  # what fit_gp runs
 
 
 def test_a_wrong_kind_is_refused_at_construction_with_the_valid_ones():
     with pytest.raises(ValueError, match=r"surrogate kind 'gpp' is not one of \['auto', 'gnn', 'gp'\]"):
         SearchConfig.from_kwargs(surrogate={"kind": "gpp"})
+    with pytest.raises(ValueError, match="invalid surrogate settings"):
+        SearchConfig.from_kwargs(surrogate={"gp_steps": 0})
 
 
 def test_gp_learns_which_decisions_matter_and_ranks_unseen_graphs():

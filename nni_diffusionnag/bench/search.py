@@ -41,6 +41,8 @@ def _make(name: str, seed: int, prior_path: Optional[str], device: str, meta_pre
         return DiffusionNAG(seed=seed, prior=prior_path, device=device)
     if name == "DiffusionNAG-exact":  # the closed-form prior of independent edges instead of the shipped one
         return DiffusionNAG(seed=seed, prior_kind="exact", device=device)
+    if name == "DiffusionNAG-exact-gp":  # and the GP over decisions instead of the GNN ensemble (refit per result)
+        return DiffusionNAG(seed=seed, prior_kind="exact", surrogate={"kind": "gp"}, device=device)
     if name == "DiffusionNAG+transfer":
         if not meta_predictor:
             raise ValueError("DiffusionNAG+transfer needs a meta_predictor checkpoint")
@@ -54,7 +56,7 @@ def _make(name: str, seed: int, prior_path: Optional[str], device: str, meta_pre
     raise ValueError(f"unknown strategy {name!r}; choose from {STRATEGIES}")
 
 
-STRATEGIES = ("DiffusionNAG", "Random", "RegularizedEvolution", "TPE", "DiffusionNAG-exact")
+STRATEGIES = ("DiffusionNAG", "Random", "RegularizedEvolution", "TPE", "DiffusionNAG-exact", "DiffusionNAG-exact-gp")
 
 
 @contextlib.contextmanager
