@@ -258,6 +258,21 @@ def test_hub_spaces_encode_and_round_trip(name):
         assert model.contains(space.types_to_sample(types))
 
 
+def test_a_shipped_network_of_a_product_space_is_used_only_by_name(caplog):
+    """NNI's default MobileNetV3Space is a product of independent choices: the exact prior by
+    default, the network shipped for it (trained on the same uniform draws) with kind='learned'."""
+    import nni.nas.hub.pytorch as hub
+    from nni_diffusionnag.prior.exact import ProductPrior
+    from nni_diffusionnag.prior.model import shipped_prior_path
+
+    space = generic_space(hub.MobileNetV3Space())
+    assert prior_cache.is_product_space(space) and shipped_prior_path(space.name).is_file()
+    caplog.set_level(logging.INFO, logger="nni_diffusionnag.prior.cache")
+    assert isinstance(prior_cache.prior_for_space(space, device="cpu"), ProductPrior)
+    assert "not the network shipped for it" in caplog.text
+    assert isinstance(prior_cache.prior_for_space(space, device="cpu", kind="learned"), DiffusionPrior)
+
+
 def test_prior_for_space_trains_within_budget_then_reuses_cache(toy, tmp_path, monkeypatch, caplog):
     monkeypatch.setenv(prior_cache.CACHE_ENV, str(tmp_path / "env-cache"))
     space = generic_space(toy)
