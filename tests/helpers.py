@@ -53,15 +53,15 @@ def _nnictl(*args: str, env: dict, timeout: float = 60) -> subprocess.CompletedP
 # Python-route 'ts' experiment in a subprocess: the manager's tuner is that running process, no
 # dispatcher to start, so it may run beside the shared one), @subprocess_job or @light_job (no NNI
 # manager; the main thread, once it waits for the jobs, runs queued ones of these two itself, light
-# ones first): its function is the
-# *preparation*, called in the main thread when the session starts, with the fixtures its arguments
-# name (``tmp_path``: a fresh directory of its own); it writes files, computes whatever touches this
-# process (NNI's label scopes, sys.path, the package walk) and may skip, then returns the function
-# the worker calls: only subprocesses (nnictl, sshd, python) and REST calls, with an environment
-# built from BASE_ENV, an explicit cwd, a timeout, and every NNI experiment stopped in a finally.
-# The test marked @pytest.mark.background_job(name) calls its ``background_result`` fixture for what that function
-# returned (or gets what it raised: its assertions fail the test, a skip skips it). CANCEL ends the
-# waits early when the session ends before the jobs did.
+# ones first): its function is the *preparation*, called in the main thread when the session starts,
+# with the fixtures its arguments name (``tmp_path``: a fresh directory of its own); it writes
+# files, computes whatever touches this process (NNI's label scopes, sys.path, the package walk) and
+# may skip, then returns the function the worker calls: only subprocesses (nnictl, sshd, python) and
+# REST calls, with an environment built from BASE_ENV, an explicit cwd, a timeout, and every NNI
+# experiment stopped in a finally. The test marked @pytest.mark.background_job(name) calls its
+# ``background_result`` fixture for what that function returned (or gets what it raised: its
+# assertions fail the test, a skip skips it). CANCEL ends the waits early when the session ends
+# before the jobs did.
 BASE_ENV = dict(os.environ)  # as collected: never a test's monkeypatched environment
 BACKGROUND_JOBS: dict = {}  # name -> (lane, preparation)
 CANCEL = threading.Event()
@@ -190,8 +190,8 @@ def fast_strategy_settings() -> dict:
     from nni_diffusionnag.nn.surrogate import SurrogateConfig
     from nni_diffusionnag.prior.model import SamplerConfig
 
-    return dict(surrogate=SurrogateConfig(hidden=16, steps=60, ensemble=3, gp_steps=30), sampler=SamplerConfig(num_steps=10),
-                n_candidates=40, device="cpu")
+    return dict(surrogate=SurrogateConfig(hidden=16, steps=60, ensemble=3, gp_steps=30),
+                sampler=SamplerConfig(num_steps=10), n_candidates=40, device="cpu")
 
 
 SHARED_TS_TRIALS = 6  # a warm-up of 4, then one guided round of 2
