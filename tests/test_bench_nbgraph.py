@@ -78,9 +78,12 @@ def test_multiobjective_bench_on_nas_bench_graph(tmp_path):
     out = tmp_path / "out"
     assert main(["bench", "multiobjective", "--costs", "latency", "--datasets", "cora",
                  "--seeds", "1", "--budget", "12", "--methods", "DiffusionNAG-MO,NSGAII", "--output", str(out)]) == 0
-    result = json.loads((out / "multiobjective-cifar10_test_acc.json").read_text())
+    result = json.loads((out / "multiobjective-nbgraph.json").read_text())  # named for what ran
     assert set(result["columns"]) == {"cora x latency"}
-    assert (out / "multiobjective-cifar10_test_acc.png").stat().st_size > 0
+    assert (out / "multiobjective-nbgraph.png").stat().st_size > 0
+    from nni_diffusionnag.bench.multiobjective import output_stem
+
+    assert output_stem(["params", "latency"], "cifar10_test_acc") == "multiobjective-cifar10_test_acc+nbgraph"
     t = nbgraph_mo.nbgraph_table("cora")
     points = {tuple(p) for p in t["y"].round(9).tolist()}
     for col in result["columns"].values():

@@ -28,7 +28,7 @@ from tqdm import tqdm
 from ..search.pareto import hypervolume, hypervolume_curve, pareto_mask
 from .common import machine_info, nb201_truth, pad_curves, peak_rss_mb, search_nb201_table, write_json
 
-__all__ = ["run_multiobjective_bench", "summarize", "METHODS", "COSTS"]
+__all__ = ["run_multiobjective_bench", "output_stem", "summarize", "METHODS", "COSTS"]
 
 _logger = logging.getLogger(__name__)
 
@@ -112,14 +112,22 @@ def run_one(t: Dict[str, Any], method: str, cost: str, seed: int, budget: int, d
             "seconds": round(seconds, 2)}
 
 
+def output_stem(costs: Sequence[str], column: str) -> str:
+    """``multiobjective-<column>`` for the NB201 costs, ``multiobjective-nbgraph`` for NAS-Bench-Graph
+    latency, both joined by ``+`` when one run has both."""
+    parts = ([column] if any(c != "latency" for c in costs) else []) + (["nbgraph"] if "latency" in costs else [])
+    return "multiobjective-" + "+".join(parts)
+
+
 def run_multiobjective_bench(table: Optional[str | Path], output: str | Path, costs: Sequence[str] = COSTS,
                              column: str = "cifar10_test_acc", seeds: Sequence[int] = tuple(range(10)),
                              budget: int = 100, methods: Sequence[str] = METHODS, device: str = "cpu",
                              datasets: Sequence[str] = ()) -> Dict[str, Any]:
     """Every method x seed on each column: NB201 ``column`` x each exact cost (``params``,
     ``flops``), and for ``latency`` NAS-Bench-Graph validation x latency on each of ``datasets``;
-    writes ``multiobjective-<column>.json`` and ``.png`` under ``output``."""
+    writes ``multiobjective-<what ran>.json`` and ``.png`` under ``output`` (:func:`output_stem`)."""
     out = Path(output)
+    stem = output_stem(costs, column)
     result: Dict[str, Any] = {"machine": machine_info(), "column": column, "budget": budget, "seeds": list(seeds),
                               "note": "NB201 table values are test accuracies (no validation split); NAS-Bench-Graph "
                                       "columns select on validation; hypervolume as a fraction of the true front's; "
@@ -152,8 +160,8 @@ def run_multiobjective_bench(table: Optional[str | Path], output: str | Path, co
         result["columns"][name] = {"title": title, "reference_point": t["ref"].tolist(),
                                    "true_hypervolume": t["true_hv"], "true_front_size": t["front_size"], "runs": runs}
         result["peak_rss_mb"] = round(peak_rss_mb(), 1)
-        write_json(out / f"multiobjective-{column}.json", result)  # after every column: a partial result survives
-    _plot(result, out / f"multiobjective-{column}.png")
+        write_json(out / f"{stem}.json", result)  # after every column: a partial result survives
+    _plot(result, out / f"{stem}.png")
     return result
 
 
