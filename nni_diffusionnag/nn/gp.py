@@ -106,7 +106,7 @@ class GPSurrogate(nn.Module):
     def __init__(self, legal: np.ndarray, coordinates: np.ndarray, fit_steps: int = _STEPS) -> None:
         super().__init__()
         self.features = DecisionFeatures(legal, coordinates)
-        self.fit_steps = int(fit_steps)  # what fit_gp runs unless told otherwise
+        self.fit_steps = int(fit_steps)  # Adam steps of each fit_gp
         g = max(self.features.num_groups, 1)
         self.prior_loc, self.prior_var = 0.0, 1.0  # log length-scale ~ N(0, 1): see the module docstring
         self.register_buffer("log_ls", torch.full((g,), self.prior_loc, dtype=torch.float64))
@@ -142,8 +142,7 @@ class GPSurrogate(nn.Module):
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 
-def fit_gp(gp: GPSurrogate, x0: torch.Tensor, y: torch.Tensor, warm_start: bool = False,
-           steps: Optional[int] = None) -> float:
+def fit_gp(gp: GPSurrogate, x0: torch.Tensor, y: torch.Tensor, warm_start: bool = False) -> float:
     """Fit ``gp`` on clean features ``x0: [M, N, V]`` and targets ``y: [M]`` by maximising the log
     marginal likelihood plus the length-scale prior. Returns the final negative log likelihood per
     point. ``warm_start`` starts from the current hyper-parameters (cheap refits in a BO loop)."""
@@ -163,7 +162,6 @@ def fit_gp(gp: GPSurrogate, x0: torch.Tensor, y: torch.Tensor, warm_start: bool 
         init = (torch.full_like(gp.log_ls, gp.prior_loc), torch.zeros_like(gp.log_signal),
                 torch.full_like(gp.log_noise, _INIT_LOG_NOISE))
     log_ls, log_signal, log_noise = (t.clone().requires_grad_(True) for t in init)
-    steps = gp.fit_steps if steps is None else steps
     opt = torch.optim.Adam([log_ls, log_signal, log_noise], lr=_LR)
 
     def nll() -> torch.Tensor:
@@ -174,7 +172,7 @@ def fit_gp(gp: GPSurrogate, x0: torch.Tensor, y: torch.Tensor, warm_start: bool 
         return (fit + prior) / n
 
     loss = torch.zeros(())
-    for _ in range(steps):
+    for _ in range(gp.fit_steps):
         opt.zero_grad(set_to_none=True)
         loss = nll()
         loss.backward()

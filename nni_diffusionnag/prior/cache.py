@@ -112,7 +112,6 @@ def prior_for_space(space: GraphSpace, model_space: Any = None, cache_dir: str |
         raise ValueError(f"prior kind must be 'auto', 'exact' or 'learned', got {kind!r}")
     if kind == "exact":
         return _exact_prior(space, device, model_space, num_samples, seed)
-    sig = space.signature()
     shipped = shipped_prior_path(space.name)
     if kind == "auto" and is_product_space(space):
         # A generic space of independent choices: a network shipped for it could only approximate
@@ -133,8 +132,8 @@ def prior_for_space(space: GraphSpace, model_space: Any = None, cache_dir: str |
                          shipped.name)
 
     if kind == "auto" and is_generic(space):
-        # Exact where choices are independent; where they are not (constraints, k-of-n subsets),
-        # the same closed form with the valid architectures' per-node frequencies, and the
+        # Choices that are not independent (constraints, k-of-n subsets; independent ones returned
+        # above): the closed form with the valid architectures' per-node frequencies, and the
         # dependencies enforced after sampling (repair of subsets, rejection by constraints): no
         # training before the first trial, every emitted architecture valid. A learned prior of the
         # joint distribution stays available as kind='learned' (docs/design.md).
@@ -152,6 +151,7 @@ def prior_for_space(space: GraphSpace, model_space: Any = None, cache_dir: str |
             except (CheckpointError, SpaceMismatchError, RuntimeError) as err:
                 _logger.warning("cached prior %s is unusable (%s); training a new one", path, err)
 
+        sig = space.signature()
         config = train_config or TrainConfig(steps=steps, batch_size=128, lr=1e-3, warmup=max(1, min(200, steps // 10)),
                                              seed=seed)
         _logger.info("no shipped or cached prior for '%s' (signature %s): training one for up to %d steps or "
