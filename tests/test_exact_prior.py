@@ -208,6 +208,18 @@ def test_uniform_nb201_samples():
     assert np.array_equal(again.types, batch.types) and torch.equal(again.x, batch.x)
 
 
+def test_exact_prior_by_name_is_uniform_on_a_declared_product_encoding():
+    from nni_diffusionnag.prior.cache import prior_for_space
+    from nni_diffusionnag.space.mobilenetv3 import MobileNetV3OFASpace
+
+    # NB201 declares its six edges independent: prior_kind='exact' is the uniform closed form, not
+    # the frequencies of a random sample of cells (each op's probability was 0.2 +- 0.006 before)
+    assert NB201.independent_nodes and not MobileNetV3OFASpace().independent_nodes  # OFA: skip rules
+    prior = prior_for_space(NB201, kind="exact", device="cpu")
+    assert isinstance(prior, ProductPrior)
+    assert np.array_equal(prior.probs, NB201.legal / NB201.legal.sum(1, keepdims=True))
+
+
 def test_non_uniform_nb201_samples_match_probs():
     rng = np.random.default_rng(3)
     probs = NB201.legal * rng.dirichlet(np.full(7, 2.0), size=8)

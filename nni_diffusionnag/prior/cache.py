@@ -243,10 +243,9 @@ def is_product_space(space: GraphSpace) -> bool:
     """Whether every architecture of ``space`` is an independent choice per node: the generic
     encoding without constraints or fixed-size subsets split over several nodes (their cardinality
     ties nodes together). The hand-made encodings are not treated as such: they ship priors."""
-    from ..space.generic import BINARY_K, GenericSpace
+    from ..space.generic import GenericSpace
 
-    return (isinstance(space, GenericSpace) and not space.has_constraints
-            and not any(d.kind == BINARY_K for d in space.decisions))
+    return isinstance(space, GenericSpace) and space.independent_nodes
 
 
 def is_generic(space: GraphSpace) -> bool:
@@ -258,12 +257,13 @@ def is_generic(space: GraphSpace) -> bool:
 
 def _exact_prior(space: GraphSpace, device: Any, model_space: Any = None, num_samples: int = 4096,
                  seed: int = 0) -> Any:
-    """Uniform per-node choices for a product space; otherwise the per-node frequencies of
-    ``num_samples`` valid random architectures (1 pseudo-count each), dependencies left to the
-    repair and rejection steps after sampling."""
+    """Uniform per-node choices for a product space (a generic one, or a hand-made encoding that
+    declares ``independent_nodes``, as NB201); otherwise the per-node frequencies of ``num_samples``
+    valid random architectures (1 pseudo-count each), dependencies left to the repair and
+    rejection steps after sampling."""
     from .exact import ProductPrior
 
-    if is_product_space(space):
+    if space.independent_nodes:
         prior = ProductPrior(space, device=device)
         _logger.info("using the exact prior of independent choices for '%s' (%d decisions, no training)", space.name,
                      space.num_nodes)

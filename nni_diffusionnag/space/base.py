@@ -199,6 +199,12 @@ class GraphSpace:
     #: encoding), not a data flow: the surrogate is then a GP over decisions (nn/factory.py).
     decision_chain: bool = False
 
+    #: Whether every combination of legal node types is an architecture of the space, drawn with
+    #: equal probability: the space is then the product of its nodes' choices and its exact prior
+    #: is uniform per node (prior/cache.py). The generic encoding works it out from its decisions;
+    #: a hand-made encoding declares it.
+    independent_nodes: bool = False
+
     def ordinal_coordinates(self) -> np.ndarray:
         """``[V]``: each node type's position in [0, 1] among its decision's values where the values
         are ordered numbers, NaN where they are not (the default: no type is ordered)."""

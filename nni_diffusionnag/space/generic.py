@@ -248,6 +248,12 @@ class GenericSpace(GraphSpace):
         """Whether the space has ``MutableAnnotation``s that a sample must satisfy."""
         return bool(self.constraints)
 
+    @property
+    def independent_nodes(self) -> bool:  # type: ignore[override]
+        """No constraints and no fixed-size subset split over several nodes (its cardinality ties
+        those nodes together): every combination of the nodes' choices is an architecture."""
+        return not self.has_constraints and not any(d.kind == BINARY_K for d in self.decisions)
+
     def num_architectures(self) -> int:
         """Number of graphs before constraints (product of the decisions' sizes)."""
         return math.prod(d.size for d in self.decisions)

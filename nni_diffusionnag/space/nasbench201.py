@@ -57,6 +57,9 @@ class NasBench201Space(GraphSpace):
         Prefix of the NNI labels; the hub model names them ``cell/0_1`` ... ``cell/2_3``.
     """
 
+    # each of the six edges takes any of the five operations: all 5^6 = 15,625 cells are the space
+    independent_nodes = True
+
     def __init__(self, label_prefix: str = "cell/") -> None:
         labels = [f"{label_prefix}{i}_{j}" for i, j in EDGES]
         legal = np.zeros((len(EDGES) + 2, len(NODE_TYPES)), dtype=bool)
