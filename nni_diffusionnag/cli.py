@@ -259,9 +259,20 @@ SPEED_SPACES = "nasbench201,mobilenetv3,proxylessnas,constrained,nbgraph"
 def _check_bench(args: argparse.Namespace) -> None:
     """Every argument of a bench run, before its first run."""
     if args.which == "search":
-        from .bench.search import STRATEGIES
+        from .bench.search import STRATEGIES, ablation_kwargs
+        from .search.config import SearchConfig
 
-        _check_names("bench search", "strategies", args.strategies, STRATEGIES)
+        names = args.strategies.split(",")
+        unknown = [n for n in names if n not in STRATEGIES and not n.startswith("DiffusionNAG:")]
+        if unknown:
+            raise CliError(f"bench search: unknown strategies {unknown}; choose from {list(STRATEGIES)} or an "
+                           "ablation 'DiffusionNAG:key=value:...' (e.g. DiffusionNAG:local_fraction=0)")
+        for name in names:
+            if name.startswith("DiffusionNAG:"):  # an ablation's settings are checked like the strategy's
+                try:
+                    SearchConfig.from_kwargs(**ablation_kwargs(name))
+                except ValueError as err:
+                    raise CliError(f"bench search: strategy {name!r}: {err}") from None
     if args.which == "hpo":
         from .bench.hpo import TUNERS
 

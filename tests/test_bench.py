@@ -19,6 +19,15 @@ def test_search_bench_writes_json_and_plot(nb201_csv, tmp_path):
     assert "RegularizedEvolution" in text and "TPE" in text and "test accuracy" in text
 
 
+def test_ablation_names_become_strategy_arguments():
+    from nni_diffusionnag.bench.search import ablation_kwargs
+
+    assert ablation_kwargs("DiffusionNAG:local_fraction=0:surrogate.labels=zscore:acquisition=ei") == {
+        "local_fraction": 0, "surrogate": {"labels": "zscore"}, "acquisition": "ei"}
+    with pytest.raises(ValueError, match="key=value"):
+        ablation_kwargs("DiffusionNAG:local_fraction")
+
+
 def test_stop_at_optimum_ends_a_run(nb201_csv):
     run = run_one("Random", nb201_csv, "cifar10_test_acc", seed=0, budget=50, stop_at=0.0)
     assert len(run["metrics"]) == 1  # the first result already reaches the threshold

@@ -61,6 +61,10 @@ def test_unknown_space_is_a_clear_error(capsys):
     (["bench", "search", "--table", "{csv}", "--strategies", "Random,Foo"],
      "bench search: unknown strategies ['Foo']; choose from"),
     (["bench", "search", "--table", "/no/table.csv"], "--table '/no/table.csv' is not a file"),
+    (["bench", "search", "--table", "{csv}", "--strategies", "DiffusionNAG:local_fractoin=0"],
+     "bench search: strategy 'DiffusionNAG:local_fractoin=0': DiffusionNAG: unknown argument(s) ['local_fractoin']"),
+    (["bench", "search", "--table", "{csv}", "--strategies", "DiffusionNAG:surrogate.labels=ranks"],
+     "surrogate labels 'ranks' is not one of ['rank', 'zscore']"),
 ])
 def test_cli_checks_arguments_before_any_work(argv, message, capsys, tmp_path):
     argv = [a.replace("{csv}", str(tmp_path / "t.csv")) for a in argv]

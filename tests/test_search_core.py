@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from nni_diffusionnag.nn.targets import standardise, to_metric_units
 from nni_diffusionnag.prior.exact import ProductPrior
 from nni_diffusionnag.search.config import SearchConfig
 from nni_diffusionnag.search.core import SearchCore, scalar_metric
@@ -105,8 +106,50 @@ def test_guided_proposals_log_what_the_surrogate_predicted(tmp_path):
     lines = [json.loads(line) for line in core.prediction_log.read_text().splitlines()]
     assert len(lines) == 4 and [r["sample"] for r in lines] == proposed[4:]  # the guided ones, none in warm-up
     probe = np.array([core.key_of(r["sample"]) for r in lines])
-    mean, std = core.generator.predict(probe)
-    # in the metric's own units (the surrogate learns -metric when minimising); the last refit came
-    # after the first logged round, so compare the last round only
-    assert [r["mean"] for r in lines[2:]] == pytest.approx((-mean[2:]).tolist(), abs=1e-5)
+    mean, std = core.generator.predict(probe)  # in target units: normal scores of the ranks
+    # logged in the metric's own units (the surrogate learns ranks of -metric when minimising),
+    # within the range observed; the last refit came after the first logged round, so compare the last round
+    targets, values = core._fit_labels
+    assert np.array_equal(np.argsort(targets, kind="stable"), np.argsort(values, kind="stable"))
+    assert [r["mean"] for r in lines[2:]] == pytest.approx((-to_metric_units(mean[2:], targets, values)).tolist(),
+                                                             abs=1e-5)
+    observed = [-v for v in values]
+    assert all(min(observed) - 1e-9 <= r["mean"] <= max(observed) + 1e-9 for r in lines)
     assert all(r["std"] >= 0 for r in lines)
+
+
+def test_zscore_labels_fit_the_metric_itself(tmp_path):
+    import json
+
+    core = _core(surrogate={**FAST["surrogate"], "labels": "zscore"})
+    core.prediction_log = tmp_path / "predictions.jsonl"
+    for _ in range(4):
+        for sample in core.propose(2):
+            core.observe(sample, _score(sample))
+    lines = [json.loads(line) for line in core.prediction_log.read_text().splitlines()]
+    probe = np.array([core.key_of(r["sample"]) for r in lines[2:]])
+    mean, _ = core.generator.predict(probe)  # zscore labels: the ensemble's own units are the metric's
+    assert [r["mean"] for r in lines[2:]] == pytest.approx(mean.tolist(), abs=1e-5)
+
+
+def test_rank_labels_keep_order_only():
+    values = np.array([94.1, 10.0, 93.9, 94.1, 85.0])
+    z = standardise(values, "rank")
+    assert np.allclose(z, norm_scores([4.0, 0.5, 2.5, 4.0, 1.5], 5))  # ties share their mean rank
+    assert np.allclose(standardise(values ** 3, "rank"), z)  # only the order counts
+    zs = standardise(values, "zscore")
+    # a broken architecture (10.0) stretches z-scores so that 93.9 and 94.1 look alike; ranks keep them apart
+    assert zs[0] - zs[2] < 0.01 and z[0] - z[2] > 0.5
+    assert np.allclose(to_metric_units(z, z, values), values)
+    assert to_metric_units(np.array([z.max() + 5]), z, values)[0] == values.max()  # clamped to what was seen
+    assert zs.mean() == pytest.approx(0) and zs.std() == pytest.approx(1)
+    with pytest.raises(ValueError, match="labels"):
+        standardise(values, "ranks")
+    with pytest.raises(ValueError, match="labels 'ranks' is not one of"):
+        SearchConfig.from_kwargs(surrogate={"labels": "ranks"})
+
+
+def norm_scores(ranks, n):
+    from statistics import NormalDist
+
+    return [NormalDist().inv_cdf(r / n) for r in ranks]

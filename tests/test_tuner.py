@@ -183,7 +183,9 @@ def test_generate_receive_end_and_guided_rounds(make_tuner):
 
     more = [tuner.generate_parameters(i) for i in range(4, 8)]  # guided: the surrogate is fitted
     assert tuner.core.generator.surrogate is not None
-    assert tuner.core.generator.best_value == -2.0  # minimize: the core maximises -value
+    targets, values = tuner.core._fit_labels  # minimize: the core maximises -value, fitted as rank scores
+    assert list(values) == [-2.0, -5.0] and targets[0] > targets[1]
+    assert tuner.core.generator.best_value == pytest.approx(0.6745, abs=1e-4)  # the normal score of rank 2 of 2
     keys = {_key(p) for p in params + more}
     assert len(keys) == 8 and all(_valid(p) for p in more)
 

@@ -16,6 +16,7 @@ its seconds per decision measure the algorithm, not the sleep.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import time
 from pathlib import Path
@@ -39,6 +40,8 @@ def _make(name: str, seed: int, prior_path: Optional[str], device: str, meta_pre
 
     if name == "DiffusionNAG":
         return DiffusionNAG(seed=seed, prior=prior_path, device=device)
+    if name.startswith("DiffusionNAG:"):  # an ablation: DiffusionNAG:local_fraction=0:surrogate.labels=zscore
+        return DiffusionNAG(seed=seed, prior=prior_path, device=device, **ablation_kwargs(name))
     if name == "DiffusionNAG-exact":  # the closed-form prior of independent edges instead of the shipped one
         return DiffusionNAG(seed=seed, prior_kind="exact", device=device)
     if name == "DiffusionNAG-exact-gp":  # and the GP over decisions instead of the GNN ensemble (refit per result)
@@ -53,7 +56,28 @@ def _make(name: str, seed: int, prior_path: Optional[str], device: str, meta_pre
         return RegularizedEvolution(population_size=20, sample_size=5, mutation_prob=0.2, seed=seed)
     if name == "TPE":
         return TPE(optimize_mode="maximize", seed=seed)
-    raise ValueError(f"unknown strategy {name!r}; choose from {STRATEGIES}")
+    raise ValueError(f"unknown strategy {name!r}; choose from {STRATEGIES} or an ablation "
+                     "'DiffusionNAG:key=value:...'")
+
+
+def ablation_kwargs(name: str) -> Dict[str, Any]:
+    """``'DiffusionNAG:key=value:group.key=value'`` -> DiffusionNAG keyword arguments (values read
+    as JSON where they parse, else as strings; ``surrogate.labels=zscore`` goes into ``surrogate``)."""
+    kwargs: Dict[str, Any] = {}
+    for item in name.split(":")[1:]:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"ablation {name!r}: write each setting as key=value, got {item!r}")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        group, dot, field = key.partition(".")
+        if dot:
+            kwargs.setdefault(group, {})[field] = value
+        else:
+            kwargs[key] = value
+    return kwargs
 
 
 STRATEGIES = ("DiffusionNAG", "Random", "RegularizedEvolution", "TPE", "DiffusionNAG-exact", "DiffusionNAG-exact-gp")

@@ -61,18 +61,33 @@ def langevin_step(sde: SDE, score_fn: ScoreFn, x: torch.Tensor, t: torch.Tensor,
 
 def pc_sample(sde: SDE, score_fn: ScoreFn, shape: Tuple[int, ...], num_steps: int = 100, snr: float = 0.16,
               corrector_steps: int = 1, eps: float = 1e-5, generator: torch.Generator | None = None,
-              device: torch.device | str = "cpu", progress: bool = False) -> torch.Tensor:
+              device: torch.device | str = "cpu", progress: bool = False, x_start: torch.Tensor | None = None,
+              t_start: float = 1.0) -> torch.Tensor:
     """Draw samples by integrating the reverse SDE from ``t = 1`` to ``t = eps``.
 
     Each step runs ``corrector_steps`` Langevin corrections then one Euler–Maruyama step (the
     authors' order). Returns the mean of the last step, i.e. the sample with its final noise
     removed. Shapes: ``shape = (B, N, V)`` -> ``[B, N, V]``.
+
+    With ``x_start`` (clean graphs ``[B, N, V]``) the trajectory starts from them diffused to
+    ``t_start`` instead of from pure noise (SDEdit, Meng et al., ICLR 2022): the samples are
+    variations of those graphs, the further from them the larger ``t_start``. The steps keep the
+    size they have in a whole trajectory (``num_steps * t_start`` of them, at least one).
     """
     if num_steps < 1:
         raise ValueError(f"num_steps must be >= 1, got {num_steps}")
-    x = sde.prior_sampling(shape, generator=generator, device=device)
-    ts = torch.linspace(1.0, eps, num_steps, device=device)
-    dt = -(1.0 - eps) / num_steps
+    if x_start is None:
+        x = sde.prior_sampling(shape, generator=generator, device=device)
+        t_start = 1.0
+    else:
+        if not eps < t_start <= 1.0 or tuple(x_start.shape) != tuple(shape):
+            raise ValueError(f"x_start must have shape {tuple(shape)} (got {tuple(x_start.shape)}) and t_start must "
+                             f"be in ({eps:g}, 1] (got {t_start})")
+        mean, std = sde.marginal_prob(x_start, torch.full((shape[0],), t_start, device=device))
+        x = mean + bcast(std, x_start) * torch.randn(x_start.shape, device=device, generator=generator)
+        num_steps = max(1, round(num_steps * t_start))
+    ts = torch.linspace(t_start, eps, num_steps, device=device)
+    dt = -(t_start - eps) / num_steps
     x_mean = x
     for i in tqdm(range(num_steps), desc="sampling", disable=not progress, leave=False):
         t = ts[i].expand(shape[0])

@@ -6,9 +6,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any, Dict
 
-__all__ = ["SurrogateConfig", "SURROGATE_KINDS"]
+__all__ = ["SurrogateConfig", "SURROGATE_KINDS", "SURROGATE_LABELS"]
 
 SURROGATE_KINDS = ("auto", "gnn", "gp")
+SURROGATE_LABELS = ("rank", "zscore")  # nn/targets.py
 
 
 @dataclass(frozen=True)
@@ -31,12 +32,18 @@ class SurrogateConfig:
     # Adam steps of the GP's marginal-likelihood fit (the GNN trains for ``steps``); the default is
     # the one every GP figure in docs/benchmarks.md was measured with
     gp_steps: int = 150
+    # How the search core turns results into targets before each refit (nn/targets.py): 'rank'
+    # (normal scores of their ranks: only the order counts, so a tail of broken architectures does
+    # not flatten the top) or 'zscore' (the metric's own scale); docs/benchmarks.md §3 measures it
+    labels: str = "rank"
 
     def __post_init__(self) -> None:
         if self.ensemble < 1 or self.steps < 0 or self.hidden < 1 or self.num_layers < 1 or self.gp_steps < 1:
             raise ValueError(f"invalid surrogate settings: {self}")
         if self.kind not in SURROGATE_KINDS:
             raise ValueError(f"surrogate kind {self.kind!r} is not one of {list(SURROGATE_KINDS)}")
+        if self.labels not in SURROGATE_LABELS:
+            raise ValueError(f"surrogate labels {self.labels!r} is not one of {list(SURROGATE_LABELS)}")
 
     def to_dict(self) -> Dict[str, Any]:
         return asdict(self)

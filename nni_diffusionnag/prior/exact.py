@@ -12,7 +12,7 @@ samplers work on it unchanged. There is nothing to train or save.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict
+from typing import Any, Callable, Dict, Tuple
 
 import numpy as np
 import torch
@@ -152,19 +152,21 @@ class ProductPrior:
     # --- sampling ------------------------------------------------------------------------------
     @torch.no_grad()
     def sample_features(self, n: int, config: SamplerConfig = SamplerConfig(), seed: int | None = None,
-                        score_fn: ScoreFn | None = None, progress: bool = False) -> torch.Tensor:
+                        score_fn: ScoreFn | None = None, progress: bool = False,
+                        start: Tuple[torch.Tensor, float] | None = None) -> torch.Tensor:
         """Raw reverse-SDE samples ``[n, N, V]``. ``score_fn`` replaces the exact score (guidance).
 
-        The same sampler, batching and seeding as :meth:`DiffusionPrior.sample_features`.
+        The same sampler, batching, seeding and ``start`` as :meth:`DiffusionPrior.sample_features`.
         """
         return sample_features(self.space, self.sde, score_fn or self.score_fn(), n, config, seed, self.device,
-                               progress)
+                               progress, start)
 
     def generate(self, n: int, config: SamplerConfig = SamplerConfig(), seed: int | None = None,
-                 score_fn: ScoreFn | None = None, progress: bool = False) -> GeneratedBatch:
+                 score_fn: ScoreFn | None = None, progress: bool = False,
+                 start: Tuple[torch.Tensor, float] | None = None) -> GeneratedBatch:
         """Sample ``n`` graphs and decode them (strict validity + repaired types), with the decoding
         every prior uses (:func:`~nni_diffusionnag.prior.model.decode_batch`)."""
-        return decode_batch(self.space, self.legal, self.sample_features(n, config, seed, score_fn, progress))
+        return decode_batch(self.space, self.legal, self.sample_features(n, config, seed, score_fn, progress, start))
 
     def __repr__(self) -> str:
         legal = self.space.legal

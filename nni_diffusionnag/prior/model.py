@@ -10,7 +10,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict
+from typing import Any, Callable, Dict, Tuple
 
 import numpy as np
 import torch
@@ -50,17 +50,20 @@ class GeneratedBatch:
 
 @torch.no_grad()
 def sample_features(space: GraphSpace, sde: SDE, score_fn: ScoreFn, n: int, config: SamplerConfig,
-                    seed: int | None, device: torch.device, progress: bool = False) -> torch.Tensor:
+                    seed: int | None, device: torch.device, progress: bool = False,
+                    start: Tuple[torch.Tensor, float] | None = None) -> torch.Tensor:
     """``n`` raw reverse-SDE samples ``[n, N, V]`` of ``space`` in chunks of ``config.batch_size``,
-    one generator seeded with ``seed`` (drawn from torch's RNG if None). Every prior samples this way."""
+    one generator seeded with ``seed`` (drawn from torch's RNG if None). Every prior samples this way.
+    ``start = (x0 [n, N, V], t_start)``: variations of the graphs ``x0`` instead (``pc_sample``)."""
     gen = torch.Generator(device=device)
     gen.manual_seed(int(seed) if seed is not None else int(torch.randint(0, 2**31 - 1, (1,))))
     chunks = []
-    for start in range(0, n, config.batch_size):
-        b = min(config.batch_size, n - start)
+    for lo in range(0, n, config.batch_size):
+        b = min(config.batch_size, n - lo)
         shape = (b, space.num_nodes, space.num_types)
+        x0, t_start = (None, 1.0) if start is None else (start[0][lo:lo + b], start[1])
         chunks.append(pc_sample(sde, score_fn, shape, config.num_steps, config.snr, config.corrector_steps,
-                                config.eps, gen, device, progress=progress))
+                                config.eps, gen, device, progress=progress, x_start=x0, t_start=t_start))
     return torch.cat(chunks)
 
 
@@ -120,15 +123,19 @@ class DiffusionPrior:
 
     @torch.no_grad()
     def sample_features(self, n: int, config: SamplerConfig = SamplerConfig(), seed: int | None = None,
-                        score_fn: ScoreFn | None = None, progress: bool = False) -> torch.Tensor:
-        """Raw reverse-SDE samples ``[n, N, V]``. ``score_fn`` replaces the plain score (guidance)."""
+                        score_fn: ScoreFn | None = None, progress: bool = False,
+                        start: Tuple[torch.Tensor, float] | None = None) -> torch.Tensor:
+        """Raw reverse-SDE samples ``[n, N, V]``. ``score_fn`` replaces the plain score (guidance);
+        ``start = (x0, t_start)`` samples variations of the graphs ``x0`` (:func:`sample_features`)."""
         self.net.eval()
-        return sample_features(self.space, self.sde, score_fn or self.score_fn(), n, config, seed, self.device, progress)
+        return sample_features(self.space, self.sde, score_fn or self.score_fn(), n, config, seed, self.device, progress,
+                               start)
 
     def generate(self, n: int, config: SamplerConfig = SamplerConfig(), seed: int | None = None,
-                 score_fn: ScoreFn | None = None, progress: bool = False) -> GeneratedBatch:
+                 score_fn: ScoreFn | None = None, progress: bool = False,
+                 start: Tuple[torch.Tensor, float] | None = None) -> GeneratedBatch:
         """Sample ``n`` graphs and decode them (strict validity + repaired types)."""
-        return decode_batch(self.space, self.legal, self.sample_features(n, config, seed, score_fn, progress))
+        return decode_batch(self.space, self.legal, self.sample_features(n, config, seed, score_fn, progress, start))
 
     # --- persistence ---------------------------------------------------------------------------
     def save(self, path: str | os.PathLike, training: Dict[str, Any] | None = None) -> None:

@@ -44,6 +44,7 @@ import torch
 
 from ..diffusion.guidance import GuidanceTerm
 from ..nn.factory import surrogate_kind
+from ..nn.targets import standardise, to_metric_units
 from ..space.base import GraphSpace
 from .config import SearchConfig, resolve_callable
 from .generator import Constraint, GuidedGenerator
@@ -199,6 +200,9 @@ class SearchCore:
         self._extras: Dict[Key, Dict[str, float]] = {}  # reported values of the extra objectives
         self._warned_missing: set = set()
         self._fitted_on = 0
+        # (targets, values to maximise) of the last single-objective refit: the surrogate learns the
+        # targets (SurrogateConfig.labels), its predictions are mapped back through them for the log
+        self._fit_labels: Optional[Tuple[np.ndarray, np.ndarray]] = None
         # Called after every recorded result, failure or rejection (outside the lock): where the
         # search keeps durable state, e.g. DiffusionNAGExperiment's checkpoint. Errors are logged.
         self.persist: Optional[Callable[[], None]] = None
@@ -303,9 +307,11 @@ class SearchCore:
                 how = "Pareto-guided"
             elif n_warm == 0 and len(history) >= 2:
                 if len(history) > self._fitted_on:
-                    gen.fit(np.array([k for k, _ in history]), self._to_maximise([v for _, v in history]))
+                    gen.fit(np.array([k for k, _ in history]), self._labels_for(history))
                     self._fitted_on = len(history)
-                batch = gen.propose(self.batch_size, exclude, loop.n_candidates, acq.scale, acq.acquisition, acq.kappa)
+                batch = gen.propose(self.batch_size, exclude, loop.n_candidates, acq.scale, acq.acquisition, acq.kappa,
+                                    anchors=self._anchors(history), local_fraction=loop.local_fraction,
+                                    local_t=loop.local_noise)
                 how = "guided"
             else:
                 k = n_warm or self.batch_size
@@ -326,6 +332,10 @@ class SearchCore:
         from pathlib import Path
 
         mean, std = self.generator.predict(batch)
+        if self._fit_labels is not None and self.mo is None:  # targets -> the metric's units
+            targets, values = self._fit_labels
+            lo, hi = to_metric_units(mean - std, targets, values), to_metric_units(mean + std, targets, values)
+            mean, std = to_metric_units(mean, targets, values), (hi - lo) / 2.0
         sign = self.config.acquisition.sign  # the surrogate learns sign * metric
         lines = [json.dumps({"sample": self.space.types_to_sample(t), "mean": float(sign * m), "std": float(s)},
                             default=str) for t, m, s in zip(batch, mean, std)]
@@ -401,6 +411,23 @@ class SearchCore:
         """Metrics as the generator sees them: it always maximises."""
         return self.config.acquisition.sign * np.asarray(values, dtype=np.float64)
 
+    def _anchors(self, history: Sequence[Tuple[Key, float]]) -> np.ndarray:
+        """The ``local_anchors`` best graphs of ``history`` ``[A, N]``: local candidates vary them."""
+        values = self._to_maximise([v for _, v in history])
+        best = np.argsort(-values, kind="stable")[:self.config.loop.local_anchors]
+        return np.array([history[i][0] for i in best]).reshape(len(best), self.space.num_nodes)
+
+    def _labels_for(self, history: Sequence[Tuple[Key, float]]) -> np.ndarray:
+        """Surrogate targets of ``history``: its values to maximise as they are (``labels='zscore'``)
+        or their rank scores (``'rank'``, remembered with the values for :meth:`_log_predictions`)."""
+        values = self._to_maximise([v for _, v in history])
+        if self.generator.surrogate_config.labels == "zscore":  # the surrogates standardise values themselves
+            self._fit_labels = None
+            return values
+        targets = standardise(values, "rank")
+        self._fit_labels = (targets, values)
+        return targets
+
     def _dataset_rank(self, types: np.ndarray) -> np.ndarray:
         with torch.no_grad():
             x = self.generator.features(types)
@@ -415,10 +442,8 @@ class SearchCore:
         results say nothing; the labels are rank-normalised like the meta-training ones."""
         if len(history) < 2 or len(history) <= self._fitted_on:
             return
-        from ..transfer.meta import _standardise
-
         steps0 = self.config.transfer.meta_adapt_steps
-        values = _standardise(self._to_maximise([v for _, v in history]), self.meta.info.get("labels", "zscore"))
+        values = standardise(self._to_maximise([v for _, v in history]), self.meta.info.get("labels", "zscore"))
         steps = min(max(self.config.surrogate.steps, steps0), steps0 + 10 * (len(history) - 2))
         self.generator.surrogate = self.meta.adapt(np.array([k for k, _ in history]), values, steps=steps,
                                                    seed=self.seed + len(history))
@@ -570,10 +595,11 @@ class SearchCore:
         gen.surrogate.eval()
         values = [v for _, v in self._history] or [0.0]
         if self.meta is not None:
-            from ..transfer.meta import _standardise
-
-            vals = (_standardise(self._to_maximise(values), self.meta.info.get("labels", "zscore"))
+            vals = (standardise(self._to_maximise(values), self.meta.info.get("labels", "zscore"))
                     if len(values) > 1 else [0.0])
             gen.best_value = float(np.max(vals))
+            return
+        if self.mo is None and self._fitted_on >= 2:  # EI compares with the best target of the last refit
+            gen.best_value = float(self._labels_for(self._history[:self._fitted_on]).max())
             return
         gen.best_value = float(self._to_maximise(values).max())

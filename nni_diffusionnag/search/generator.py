@@ -162,9 +162,12 @@ class GuidedGenerator:
         return c.relaxed(x, std**2 / (2.0 * mean))
 
     def generate(self, n: int, scale: float = DEFAULT_SCALE, acquisition: str = "mean", kappa: float = 1.0,
-                 seed: Optional[int] = None, progress: bool = False) -> GeneratedBatch:
+                 seed: Optional[int] = None, progress: bool = False,
+                 start: Optional[Tuple[np.ndarray, float]] = None) -> GeneratedBatch:
         """``n`` graphs from the prior guided by the surrogate (``scale``; 0 = unguided) and the
-        constraints. Before the surrogate is fitted only the constraints guide."""
+        constraints. Before the surrogate is fitted only the constraints guide. ``start =
+        (anchors [A, N], t_start)``: guided variations of the anchor graphs instead (each anchor
+        in turn, diffused to ``t_start`` and denoised; diffusion/sampling.py ``pc_sample``)."""
         if acquisition not in ACQUISITIONS:
             raise ValueError(f"unknown acquisition {acquisition!r}; choose one of {ACQUISITIONS}")
         self._calls += 1
@@ -173,7 +176,11 @@ class GuidedGenerator:
         score_fn = guided_score_fn(self.prior.score_fn(), terms)
         if self.surrogate is not None:
             self.surrogate.eval()
-        return self.prior.generate(n, self.sampler, seed=seed, score_fn=score_fn, progress=progress)
+        x_start = None
+        if start is not None:
+            anchors, t_start = start
+            x_start = (self.features(np.asarray(anchors)[np.arange(n) % len(anchors)]), t_start)
+        return self.prior.generate(n, self.sampler, seed=seed, score_fn=score_fn, progress=progress, start=x_start)
 
     def admissible(self, types: np.ndarray, seen: Collection[Tuple[int, ...]]) -> np.ndarray:
         """``[B]`` bool: graphs of ``types: [B, N]`` that are new (not in ``seen``, first copy
@@ -193,7 +200,8 @@ class GuidedGenerator:
 
     def propose(self, k: int, exclude: Collection[Tuple[int, ...]] = (), n_candidates: int = 200,
                 scale: float = DEFAULT_SCALE, acquisition: str = "ucb", kappa: float = 1.0, max_rounds: int = 5,
-                seed: Optional[int] = None, rank_fn: Optional[Callable[[np.ndarray], np.ndarray]] = None
+                seed: Optional[int] = None, rank_fn: Optional[Callable[[np.ndarray], np.ndarray]] = None,
+                anchors: Optional[np.ndarray] = None, local_fraction: float = 0.0, local_t: float = 0.55
                 ) -> np.ndarray:
         """Up to ``k`` new graphs ``[k', N]``: generated with guidance, de-duplicated against
         ``exclude`` (keys from ``space.key``) and each other, filtered by the constraints, then
@@ -202,16 +210,27 @@ class GuidedGenerator:
 
         Rounds of ``n_candidates`` are generated until ``k`` survive or ``max_rounds`` is reached;
         each round halves the guidance scale, so a surrogate that pulls everything to a few
-        already-seen graphs cannot stall the search.
+        already-seen graphs cannot stall the search. With ``anchors`` (graphs ``[A, N]``, e.g. the
+        best results so far), ``local_fraction`` of each round are guided variations of them
+        (:meth:`generate` with ``start=(anchors, local_t)``) and the rest start from noise; both
+        kinds are ranked together.
         """
         seen = set(exclude)
         pool: List[np.ndarray] = []
+        n_local = int(round(n_candidates * local_fraction)) if anchors is not None and len(anchors) else 0
         for r in range(max_rounds):
-            batch = self.generate(n_candidates, scale / (2**r), acquisition, kappa,
-                                  seed=None if seed is None else seed + r)
-            for i in np.flatnonzero(self.admissible(batch.types, seen)):
-                seen.add(self.space.key(batch.types[i]))
-                pool.append(batch.types[i])
+            s = scale / (2**r)
+            parts = []
+            if n_candidates > n_local:
+                parts.append(self.generate(n_candidates - n_local, s, acquisition, kappa,
+                                           seed=None if seed is None else seed + r).types)
+            if n_local:
+                parts.append(self.generate(n_local, s, acquisition, kappa, start=(anchors, local_t),
+                                           seed=None if seed is None else seed + 7919 + r).types)
+            types = np.concatenate(parts)
+            for i in np.flatnonzero(self.admissible(types, seen)):
+                seen.add(self.space.key(types[i]))
+                pool.append(types[i])
             if len(pool) >= k * 2 or (self.surrogate is None and len(pool) >= k):
                 break
         if not pool:

@@ -29,6 +29,7 @@ from ..prior.checkpoint import load_checkpoint, save_checkpoint
 from ..diffusion.decoding import to_features
 from ..diffusion.sde import SDE, VESDE, get_sde
 from ..nn.surrogate import SurrogateConfig, SurrogateEnsemble, fit_surrogate
+from ..nn.targets import standardise
 from ..space.base import GraphSpace
 
 __all__ = ["MetaSurrogate", "train_meta", "load_meta", "read_task_csv", "DEFAULT_META_CONFIG"]
@@ -139,7 +140,7 @@ def train_meta(space: GraphSpace, tasks: Mapping[str, Tuple[np.ndarray, np.ndarr
         if ok.sum() < 2:
             raise ValueError(f"task {name!r} has fewer than 2 finite values")
         xs.append(types[ok])
-        ys.append(_standardise(values[ok], labels))
+        ys.append(standardise(values[ok], labels))
     types_all, y = np.concatenate(xs), np.concatenate(ys)
     sde = sde or _default_sde(space)
     sur = SurrogateEnsemble(space.num_types, space.adjacency, config, log_noise=sde.kind == "ve").to(device)
@@ -161,14 +162,6 @@ def train_meta(space: GraphSpace, tasks: Mapping[str, Tuple[np.ndarray, np.ndarr
     if output is not None:
         meta.save(output)
     return meta
-
-
-def _standardise(v: np.ndarray, labels: str) -> np.ndarray:
-    if labels == "zscore":
-        return (v - v.mean()) / max(v.std(), 1e-9)
-    from scipy.stats import norm, rankdata
-
-    return norm.ppf((rankdata(v) - 0.5) / len(v))
 
 
 def load_meta(path: str | Path, space: GraphSpace, device: str = "cpu") -> MetaSurrogate:
