@@ -208,16 +208,18 @@ def test_uniform_nb201_samples():
     assert np.array_equal(again.types, batch.types) and torch.equal(again.x, batch.x)
 
 
-def test_exact_prior_by_name_is_uniform_on_a_declared_product_encoding():
+def test_nb201_gets_the_uniform_exact_prior_by_default_and_its_network_by_name():
     from nni_diffusionnag.prior.cache import prior_for_space
     from nni_diffusionnag.space.mobilenetv3 import MobileNetV3OFASpace
 
-    # NB201 declares its six edges independent: prior_kind='exact' is the uniform closed form, not
-    # the frequencies of a random sample of cells (each op's probability was 0.2 +- 0.006 before)
+    # NB201 declares its six edges independent: the uniform closed form, by default and by name
+    # (not the frequencies of a random sample of cells: each op's probability was 0.2 +- 0.006)
     assert NB201.independent_nodes and not MobileNetV3OFASpace().independent_nodes  # OFA: skip rules
-    prior = prior_for_space(NB201, kind="exact", device="cpu")
-    assert isinstance(prior, ProductPrior)
-    assert np.array_equal(prior.probs, NB201.legal / NB201.legal.sum(1, keepdims=True))
+    for kind in ("auto", "exact"):
+        prior = prior_for_space(NB201, kind=kind, device="cpu")
+        assert isinstance(prior, ProductPrior), kind
+        assert np.array_equal(prior.probs, NB201.legal / NB201.legal.sum(1, keepdims=True))
+    assert isinstance(prior_for_space(NB201, kind="learned", device="cpu"), DiffusionPrior)  # the shipped network
 
 
 def test_non_uniform_nb201_samples_match_probs():

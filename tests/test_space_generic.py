@@ -22,6 +22,7 @@ from nni_diffusionnag.exceptions import SpaceMismatchError, UnsupportedSpaceErro
 from nni_diffusionnag.nn.score_net import ScoreNetConfig  # noqa: E402
 from nni_diffusionnag.prior.model import DiffusionPrior  # noqa: E402
 from nni_diffusionnag.space import NasBench201Space  # noqa: E402
+from nni_diffusionnag.space.mobilenetv3 import MobileNetV3OFASpace  # noqa: E402
 from nni_diffusionnag.space.base import SpaceSignature  # noqa: E402
 from nni_diffusionnag.integration.mutables import decisions_from_mutables, generic_space  # noqa: E402
 from nni_diffusionnag.space.generic import GenericSpace  # noqa: E402,F401
@@ -318,7 +319,8 @@ def test_product_space_detection_and_the_exact_prior(caplog, monkeypatch, tmp_pa
     assert prior_cache.is_product_space(free)
     assert not prior_cache.is_product_space(generic_space(Toy(constraint=True)))
     assert not prior_cache.is_product_space(generic_space(Toy(), max_combinations=3))  # 'pair' split: k-of-n rule
-    assert not prior_cache.is_product_space(NasBench201Space())  # hand-made encodings ship their priors
+    assert prior_cache.is_product_space(NasBench201Space())  # a hand-made encoding that declares it
+    assert not prior_cache.is_product_space(MobileNetV3OFASpace())  # OFA's skipped layers tie nodes
     caplog.set_level(logging.INFO, logger="nni_diffusionnag.prior.cache")
     prior = prior_cache.prior_for_space(free, device="cpu")
     assert isinstance(prior, ProductPrior) and "exact prior of independent choices" in caplog.text

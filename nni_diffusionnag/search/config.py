@@ -169,11 +169,11 @@ class AcquisitionConfig:
 class PriorConfig:
     """The unguided prior and its sampler.
 
-    ``prior``: a checkpoint path, or None for the space's shipped prior, else the default kind
-    for the space. ``prior_kind``: ``'auto'`` (the shipped prior, else the closed-form per-decision
-    prior, dependencies enforced after sampling), ``'learned'`` (a score network: cached, or trained
-    now within ``prior_time_budget`` seconds) or ``'exact'`` (the closed-form prior even where a
-    prior is shipped). ``discretize``: bins of continuous values (an int for all, or
+    ``prior``: a checkpoint path, or None for the default kind for the space. ``prior_kind``:
+    ``'auto'`` (the closed-form prior where the choices are independent, as on NB201 or a plain
+    ``ModelSpace``; else the shipped prior; else the closed-form per-decision prior, dependencies
+    enforced after sampling), ``'learned'`` (a score network: shipped, cached, or trained now within
+    ``prior_time_budget`` seconds) or ``'exact'`` (the closed-form prior everywhere). ``discretize``: bins of continuous values (an int for all, or
     ``{label: n_bins}``). ``device`` of the generator: ``'auto'`` (CUDA when available), ``'cpu'``,
     ``'cuda:1'``...
     """
