@@ -460,7 +460,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "runs a latency-constrained NB201 search)")
     p.add_argument("--column", default="cifar10_test_acc", help="table column to maximise (search)")
     p.add_argument("--output", default="bench-out", help="folder for the JSON and PNG")
-    p.add_argument("--prior", default=None, help="prior checkpoint (default: shipped)")
+    p.add_argument("--prior", default=None, help="prior checkpoint (default: the space's default prior, e.g. NB201's exact one in search)")
     p.add_argument("--seeds", type=_bench_seeds, default=None,
                    help="number of seeds (default per benchmark); hpo and nbgraph also take a range or list: 0-9, 1,3,5")
     p.add_argument("--budget", type=_count(1), default=None,

@@ -129,3 +129,56 @@ def test_flops_as_a_guidance_target(tiny_prior_path):
     flops = lambda b: count(b.types, "flops", unit="M").mean()  # noqa: E731
     assert flops(fewer) < 0.7 * flops(plain)
     assert (off.types == plain.types).all()  # a term at scale 0 is switched off
+
+
+class _Members(torch.nn.Module):
+    """A stand-in ensemble whose members predict fixed values for the graphs in the order given."""
+
+    def __init__(self, preds):
+        super().__init__()
+        self.preds = torch.as_tensor(preds, dtype=torch.float32)  # [M, C]
+        self.y_std = torch.tensor(1.0)
+
+    def member_predictions(self, x, level):
+        return self.preds[:, : len(x)]
+
+    def forward(self, x, level):
+        p = self.member_predictions(x, level)
+        return p.mean(0), p.std(0, unbiased=False)
+
+
+class _NoMembers(torch.nn.Module):
+    def __init__(self, mean, std):
+        super().__init__()
+        self.mean, self.std = torch.as_tensor(mean, dtype=torch.float64), torch.as_tensor(std, dtype=torch.float64)
+
+    def forward(self, x, level):
+        return self.mean[: len(x)], self.std[: len(x)]
+
+
+def test_thompson_acquisition_gives_each_slot_its_own_member():
+    from nni_diffusionnag.prior.exact import ProductPrior
+
+    gen = GuidedGenerator(ProductPrior(SPACE, device="cpu"), sampler=SamplerConfig(num_steps=5))
+    cand = SPACE.random_types(4, np.random.default_rng(0))
+    # member 0 likes graph 0, member 1 graph 2, member 2 graph 0 again (taken: its next best, 3)
+    gen.surrogate = _Members([[9, 1, 2, 3], [0, 1, 9, 3], [9, 1, 2, 5]])
+    order = gen._thompson_order(cand, k=3, seed=0)
+    assert list(order[:3]) == [0, 2, 3] and sorted(order) == [0, 1, 2, 3]
+    # guidance: graph i is scored by member i mod M along the whole trajectory
+    x = to_features(torch.as_tensor(cand), SPACE.num_types)
+    got = gen.thompson(x, torch.ones(4), torch.zeros(4))
+    assert torch.equal(got, torch.tensor([9.0, 1.0, 2.0, 3.0]))
+    # a surrogate without members (the GP): mean + std z per graph; with std 0 that is the mean
+    gen.surrogate = _NoMembers([1.0, 3.0, 2.0, 0.0], [0.0, 0.0, 0.0, 0.0])
+    assert list(gen._thompson_order(cand, k=2, seed=0)) == [1, 2, 0, 3]
+    assert torch.equal(gen.thompson(x, torch.ones(4), torch.full((4,), 2.0)), torch.tensor([1.0, 3.0, 2.0, 0.0],
+                                                                                         dtype=torch.float64))
+    # and through propose, de-duplicated, on a real ensemble: 5 distinct new graphs
+    types, y = _conv_count_task(40, 0)
+    gen.surrogate = None
+    gen.surrogate_config = SurrogateConfig(hidden=16, steps=20, ensemble=3)
+    gen.fit(types, y)
+    out = gen.propose(5, exclude={SPACE.key(t) for t in types}, n_candidates=30, acquisition="ts", seed=0)
+    assert len(out) == 5 and len({SPACE.key(t) for t in out}) == 5
+    assert not {SPACE.key(t) for t in out} & {SPACE.key(t) for t in types}

@@ -202,4 +202,4 @@ def bad_class_args(tmp_path):
 def test_bad_class_args_stop_before_any_trial(background_result):
     status, jobs, log = background_result()
     assert status == "ERROR" and jobs == [], (status, jobs)
-    assert "acquisition='typo' is invalid; acquisition must be one of ['ucb', 'ei', 'mean']" in log
+    assert "acquisition='typo' is invalid; acquisition must be one of ['ucb', 'ei', 'mean', 'ts']" in log

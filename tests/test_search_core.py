@@ -153,3 +153,36 @@ def norm_scores(ranks, n):
     from statistics import NormalDist
 
     return [NormalDist().inv_cdf(r / n) for r in ranks]
+
+
+def test_refit_steps_continue_from_the_last_fit(monkeypatch):
+    """surrogate.refit_steps: the first fit trains `steps` from scratch, later ones `refit_steps`
+    from the previous weights; without it every refit starts over."""
+    import torch
+
+    steps = []
+    real_step = torch.optim.AdamW.step
+
+    def counting_step(self, *args, **kwargs):
+        steps[-1] += 1
+        return real_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", counting_step)
+    for refit, expect in ((5, [30, 5, 5]), (None, [30, 30, 30])):
+        core = _core(surrogate=dict(hidden=16, steps=30, ensemble=2, refit_steps=refit))
+        real_fit = core.generator.fit
+        warm = []
+
+        def fit(types, values, warm_start=False):
+            warm.append(warm_start)
+            steps.append(0)
+            return real_fit(types, values, warm_start=warm_start)
+
+        core.generator.fit = fit
+        for _ in range(5):
+            for sample in core.propose(2):
+                core.observe(sample, _score(sample))
+        assert steps[-3:] == expect and warm[-3:] == [False, refit is not None, refit is not None]
+        steps.clear()
+    with pytest.raises(ValueError, match="refit_steps must be None or an int >= 1"):
+        SearchConfig.from_kwargs(surrogate={"refit_steps": 0})

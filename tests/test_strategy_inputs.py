@@ -36,7 +36,7 @@ def _search(fn, budget: int = 6, **kwargs) -> DiffusionNAG:
 
 
 @pytest.mark.parametrize("kwargs, match", [
-    (dict(acquisition="typo"), r"acquisition='typo' is invalid; acquisition must be one of \['ucb', 'ei', 'mean'\]"),
+    (dict(acquisition="typo"), r"acquisition='typo' is invalid; acquisition must be one of \['ucb', 'ei', 'mean', 'ts'\]"),
     (dict(scale=-3), r"scale=-3 is invalid; scale must be a finite number >= 0"),
     (dict(kappa=math.nan), r"kappa=nan is invalid"),
     (dict(device="cuda"), r"device='cuda' but this machine has no CUDA device"),

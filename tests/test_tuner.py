@@ -125,7 +125,7 @@ def test_unsupported_search_space_names_labels(search_space, mutate, match):
     (dict(seed=-1), r"seed=-1 is invalid"),
     (dict(scale=float("inf")), r"scale=inf is invalid"),
     (dict(kappa="1"), r"kappa='1' is invalid"),
-    (dict(acquisition="pi"), r"acquisition='pi' is invalid; acquisition must be one of \['ucb', 'ei', 'mean'\]"),
+    (dict(acquisition="pi"), r"acquisition='pi' is invalid; acquisition must be one of \['ucb', 'ei', 'mean', 'ts'\]"),
     (dict(device="gpu"), r"device='gpu' is invalid"),
     (dict(batch_size=8, n_candidates=4), r"n_candidates=4 must be >= batch_size=8"),
     (dict(prior="no/such/prior.pt"), r"prior='no/such/prior.pt' is not a file"),

@@ -4,7 +4,7 @@ so the tuner validates its arguments before torch is imported)."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any, Dict
+from typing import Any, Dict, Optional
 
 __all__ = ["SurrogateConfig", "SURROGATE_KINDS", "SURROGATE_LABELS"]
 
@@ -36,12 +36,17 @@ class SurrogateConfig:
     # (normal scores of their ranks: only the order counts, so a tail of broken architectures does
     # not flatten the top) or 'zscore' (the metric's own scale); docs/benchmarks.md §3 measures it
     labels: str = "rank"
+    # Steps of a GNN refit that starts from the previous fit's weights (the first fit trains
+    # ``steps`` from scratch); None: every refit from scratch for ``steps``. The GP ignores it.
+    refit_steps: Optional[int] = None
 
     def __post_init__(self) -> None:
         if self.ensemble < 1 or self.steps < 0 or self.hidden < 1 or self.num_layers < 1 or self.gp_steps < 1:
             raise ValueError(f"invalid surrogate settings: {self}")
         if self.kind not in SURROGATE_KINDS:
             raise ValueError(f"surrogate kind {self.kind!r} is not one of {list(SURROGATE_KINDS)}")
+        if self.refit_steps is not None and not (isinstance(self.refit_steps, int) and self.refit_steps >= 1):
+            raise ValueError(f"surrogate refit_steps must be None or an int >= 1, got {self.refit_steps!r}")
         if self.labels not in SURROGATE_LABELS:
             raise ValueError(f"surrogate labels {self.labels!r} is not one of {list(SURROGATE_LABELS)}")
 

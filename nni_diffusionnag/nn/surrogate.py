@@ -88,10 +88,15 @@ class SurrogateEnsemble(nn.Module):
         self.register_buffer("y_mean", torch.zeros(()))
         self.register_buffer("y_std", torch.ones(()))
 
-    def forward(self, x: torch.Tensor, noise_level: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    def member_predictions(self, x: torch.Tensor, noise_level: torch.Tensor) -> torch.Tensor:
+        """Every member's prediction ``[M, B]`` in the property's units (Thompson samples of the
+        ensemble: each member is one draw of a plausible function)."""
         # a plain loop: at inference it is faster than vmap over freshly stacked weights on a CPU
         preds = torch.stack([member(x, noise_level) for member in self.members])  # [M, B]
-        preds = preds * self.y_std + self.y_mean
+        return preds * self.y_std + self.y_mean
+
+    def forward(self, x: torch.Tensor, noise_level: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        preds = self.member_predictions(x, noise_level)
         std = preds.std(0, unbiased=False) if len(self.members) > 1 else torch.zeros_like(preds[0])
         return preds.mean(0), std
 
@@ -122,7 +127,8 @@ def fit_surrogate(ensemble: SurrogateEnsemble, x0: torch.Tensor, y: torch.Tensor
 
     Noise-aware members see ``x_t = mean_t(x0) + std_t z`` with ``t ~ U(eps, 1)`` and the noise
     level of ``t``; clean members see ``t = eps``. Returns the final training MSE (standardised).
-    ``warm_start`` keeps the current weights (cheap refits in a BO loop).
+    ``warm_start`` keeps the current weights (cheap refits in a BO loop) and trains for
+    ``config.refit_steps`` steps where that is set.
     """
     cfg = ensemble.config
     if x0.shape[0] != y.shape[0] or x0.shape[0] < 2:
@@ -153,7 +159,8 @@ def fit_surrogate(ensemble: SurrogateEnsemble, x0: torch.Tensor, y: torch.Tensor
         pools = torch.arange(n, device=device).expand(m, n)
     bsz = min(cfg.batch_size, n)
     last = 0.0
-    for _ in range(cfg.steps):
+    steps = cfg.refit_steps if warm_start and cfg.refit_steps is not None else cfg.steps
+    for _ in range(steps):
         idx = torch.gather(pools, 1, torch.randint(0, n, (m, bsz), generator=gen, device=device))  # [M, b]
         xb, yb = x0[idx], yz[idx]  # [M, b, N, V], [M, b]
         if cfg.noise_aware:

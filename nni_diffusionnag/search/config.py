@@ -28,7 +28,7 @@ from ..nn.config import SurrogateConfig
 __all__ = ["SearchConfig", "LoopConfig", "AcquisitionConfig", "PriorConfig", "TransferConfig", "Objective", "FIELDS",
            "ACQUISITIONS", "OPTIMIZE_MODES", "DEFAULT_SCALE", "PRIOR_KINDS", "COST_OBJECTIVES"]
 
-ACQUISITIONS = ("ucb", "ei", "mean")
+ACQUISITIONS = ("ucb", "ei", "mean", "ts")
 OPTIMIZE_MODES = ("maximize", "minimize")
 # Guidance push relative to the prior's pull (diffusion/guidance.py); chosen by the scale sweep of
 # `nni-diffusionnag bench guidance` (docs/benchmarks.md §2): larger collapses diversity.
@@ -144,7 +144,8 @@ class AcquisitionConfig:
     """What guides generation and ranks candidates once results exist.
 
     ``acquisition`` of the surrogate ensemble (``'ucb'`` mean + ``kappa`` std, ``'ei'``,
-    ``'mean'``); ``scale`` of its guidance relative to the prior's score (0: unguided);
+    ``'mean'``, or ``'ts'``: Thompson samples, each graph guided and each proposal slot ranked by
+    one member of the ensemble; ``kappa`` is then unused); ``scale`` of its guidance relative to the prior's score (0: unguided);
     ``optimize_mode`` of the trial metric.
     """
 

@@ -307,7 +307,9 @@ class SearchCore:
                 how = "Pareto-guided"
             elif n_warm == 0 and len(history) >= 2:
                 if len(history) > self._fitted_on:
-                    gen.fit(np.array([k for k, _ in history]), self._labels_for(history))
+                    # refit_steps: continue from the last fit's weights (GNN ensemble only)
+                    warm = gen.surrogate_config.refit_steps is not None and hasattr(gen.surrogate, "members")
+                    gen.fit(np.array([k for k, _ in history]), self._labels_for(history), warm_start=warm)
                     self._fitted_on = len(history)
                 batch = gen.propose(self.batch_size, exclude, loop.n_candidates, acq.scale, acq.acquisition, acq.kappa,
                                     anchors=self._anchors(history), local_fraction=loop.local_fraction,

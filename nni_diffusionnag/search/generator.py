@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import Callable, Collection, List, Optional, Sequence, Tuple
+from typing import Callable, Collection, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -129,6 +129,19 @@ class GuidedGenerator:
         mean, std = self.surrogate(x, level)
         return mean.cpu().numpy(), std.cpu().numpy()
 
+    def thompson(self, x: torch.Tensor, level: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """One Thompson sample of the surrogate per graph ``[B]``: graph ``i`` is scored by ensemble
+        member ``i mod M`` (each member is one plausible function: a batch spreads over them instead
+        of all chasing the mean); a surrogate without members (the GP) by ``mean + std z_i``, with
+        ``z: [B]`` the graph's own fixed normal draw (a sample of the marginal, not of the joint)."""
+        members = getattr(self.surrogate, "member_predictions", None)
+        if members is not None:
+            preds = members(x, level)  # [M, B]
+            rows = torch.arange(len(x), device=preds.device)
+            return preds[rows % len(preds), rows]
+        mean, std = self.surrogate(x, level)
+        return mean + std * z.to(mean.dtype)
+
     def acquisition(self, mean: torch.Tensor, std: torch.Tensor, kind: str, kappa: float) -> torch.Tensor:
         if kind == "mean":
             return mean
@@ -138,6 +151,33 @@ class GuidedGenerator:
             return expected_improvement(mean, std, self.best_value if self.best_value is not None else 0.0)
         raise ValueError(f"unknown acquisition {kind!r}; choose one of {ACQUISITIONS}")
 
+    @torch.no_grad()
+    def _thompson_order(self, cand: np.ndarray, k: int, seed: Optional[int]) -> np.ndarray:
+        """Order of ``cand`` for acquisition 'ts': slot ``j`` of the first ``k`` takes the best
+        candidate not yet taken by a fresh Thompson sample (member ``j mod M`` of the ensemble, or a
+        new normal draw per candidate for the GP); the rest follow by the mean."""
+        x = self.features(cand)
+        level = self.sde.noise_level(torch.full((len(x),), self.sampler.eps, device=self.device))
+        draws = torch.Generator().manual_seed((self._seed if seed is None else seed) * 7919 + self._calls + 1)
+        members = getattr(self.surrogate, "member_predictions", None)
+        if members is not None:
+            preds = members(x, level).cpu()  # [M, C]
+            mean = preds.mean(0)
+        else:
+            mean, std = (v.cpu() for v in self.surrogate(x, level))
+            preds = mean + std * torch.randn((k, len(x)), generator=draws, dtype=mean.dtype)
+        taken = np.zeros(len(cand), dtype=bool)
+        order: List[int] = []
+        for j in range(min(k, len(cand))):
+            score = preds[j % len(preds)].numpy().copy()
+            score[taken] = -np.inf
+            i = int(np.argmax(score))
+            order.append(i)
+            taken[i] = True
+        rest = np.flatnonzero(~taken)
+        rest = rest[np.argsort(-mean.numpy()[rest], kind="stable")]
+        return np.concatenate([np.asarray(order, dtype=np.int64), rest])
+
     # --- generation ----------------------------------------------------------------------------
     def guidance_terms(self, scale: float, acquisition: str = "mean", kappa: float = 1.0) -> List[GuidanceTerm]:
         terms: List[GuidanceTerm] = []
@@ -145,9 +185,18 @@ class GuidedGenerator:
             surrogate, sde = self.surrogate, self.sde
             scale_y = float(surrogate.y_std)
 
-            def value(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-                mean, std = surrogate(x, sde.noise_level(t))
-                return self.acquisition(mean, std, acquisition, kappa) / scale_y
+            if acquisition == "ts":
+                z_cache: Dict[int, torch.Tensor] = {}
+                draws = torch.Generator().manual_seed(self._seed * 7919 + self._calls)
+
+                def value(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+                    if len(x) not in z_cache:  # fixed per graph along the whole trajectory
+                        z_cache[len(x)] = torch.randn(len(x), generator=draws).to(x.device)
+                    return self.thompson(x, sde.noise_level(t), z_cache[len(x)]) / scale_y
+            else:
+                def value(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+                    mean, std = surrogate(x, sde.noise_level(t))
+                    return self.acquisition(mean, std, acquisition, kappa) / scale_y
 
             terms.append(GuidanceTerm(value, scale, f"surrogate-{acquisition}"))
         for c in self.constraints:
@@ -236,7 +285,9 @@ class GuidedGenerator:
         if not pool:
             return np.zeros((0, self.space.num_nodes), dtype=np.int64)
         cand = np.stack(pool)
-        if self.surrogate is not None:
+        if self.surrogate is not None and acquisition == "ts":
+            cand = cand[self._thompson_order(cand, k, seed)]
+        elif self.surrogate is not None:
             mean, std = self.predict(cand)
             acq = self.acquisition(torch.as_tensor(mean), torch.as_tensor(std), acquisition, kappa).numpy()
             cand = cand[np.argsort(-acq, kind="stable")]
