@@ -227,8 +227,19 @@ def _cmd_train_meta(args: argparse.Namespace) -> int:
         print(f"dataset-aware meta-predictor for {space.name} on tasks {', '.join(tasks)} saved to {args.output}")
         return 0
     config = dataclasses.replace(DEFAULT_META_CONFIG, steps=args.steps, ensemble=args.ensemble, hidden=args.hidden)
+    device = "cpu" if args.device == "auto" else args.device
+    if args.per_task:
+        from .transfer.sources import train_sources
+
+        if len(tasks) < 2:
+            raise SystemExit("--per-task needs at least two --task tables (one table is a plain meta-surrogate)")
+        sources = train_sources(space, tasks, config, seed=args.seed, output=args.output, progress=True,
+                                device=device, labels=args.labels)
+        print(f"{len(tasks)} source surrogates for {space.name} ({', '.join(tasks)}; weighed by the target's "
+              f"results during the search) saved to {args.output} ({sources.info['seconds']} s)")
+        return 0
     meta = train_meta(space, tasks, config, seed=args.seed, output=args.output, progress=True,
-                      device="cpu" if args.device == "auto" else args.device, labels=args.labels)
+                      device=device, labels=args.labels)
     print(f"meta-surrogate for {space.name} on tasks {', '.join(tasks)} saved to {args.output} "
           f"(train mse {meta.info['train_mse']:.3f}, {meta.info['seconds']} s)")
     return 0
@@ -254,6 +265,7 @@ def _check_names(command: str, noun: str, text: str, allowed) -> None:
 
 
 SPEED_SPACES = "nasbench201,mobilenetv3,proxylessnas,constrained,nbgraph"
+STRATEGIES_DEFAULT = "DiffusionNAG,Random,RegularizedEvolution,TPE"
 
 
 def _check_bench(args: argparse.Namespace) -> None:
@@ -286,6 +298,19 @@ def _check_bench(args: argparse.Namespace) -> None:
             raise CliError(str(err)) from None
         _check_names("bench nbgraph", "strategies", args.strategies, nbgraph.STRATEGIES)
         _check_names("bench nbgraph", "datasets", args.datasets, nbgraph.ALL_DATASETS)
+    if args.which == "nbgraph-transfer":
+        from .bench import nbgraph, nbgraph_transfer
+
+        try:
+            nbgraph.check_installed()
+        except ValueError as err:
+            raise CliError(str(err)) from None
+        if args.strategies == STRATEGIES_DEFAULT:
+            args.strategies = ",".join(nbgraph_transfer.STRATEGIES)
+        _check_names("bench nbgraph-transfer", "strategies", args.strategies, nbgraph_transfer.STRATEGIES)
+        _check_names("bench nbgraph-transfer", "datasets", args.datasets, nbgraph.DATASETS)
+        if len(args.datasets.split(",")) < 2:
+            raise CliError("bench nbgraph-transfer: --datasets needs at least two (each is left out in turn)")
     if args.which == "speed":
         from .bench.speed import SPACES
 
@@ -329,11 +354,11 @@ def _check_bench(args: argparse.Namespace) -> None:
 
 def _cmd_bench(args: argparse.Namespace) -> int:
     _check_bench(args)
-    if isinstance(args.seeds, list) and args.which not in ("hpo", "nbgraph", "multiobjective"):
+    if isinstance(args.seeds, list) and args.which not in ("hpo", "nbgraph", "nbgraph-transfer", "multiobjective"):
         raise SystemExit(f"bench {args.which}: --seeds takes a number of seeds (a list or range is for bench hpo, "
                          "nbgraph and multiobjective)")
     if args.budget is None:
-        args.budget = {"hpo": 60, "durability": 50, "nbgraph": 200, "multiobjective": 100, "latency": 250}.get(args.which, 300)
+        args.budget = {"hpo": 60, "durability": 50, "nbgraph": 200, "nbgraph-transfer": 20, "multiobjective": 100, "latency": 250}.get(args.which, 300)
     if args.which == "latency":
         import json
 
@@ -370,6 +395,12 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
         result = run_nbgraph_bench(args.output, args.datasets.split(","), args.seeds if args.seeds is not None else 10,
                                    args.budget, args.strategies.split(","), device=args.device)
+    elif args.which == "nbgraph-transfer":
+        from .bench.nbgraph_transfer import run_nbgraph_transfer_bench, summarize
+
+        result = run_nbgraph_transfer_bench(args.output, args.datasets.split(","),
+                                            args.seeds if args.seeds is not None else 10, args.budget,
+                                            args.strategies.split(","), device=args.device, meta_steps=args.meta_steps)
     elif args.which == "transfer":
         from .bench.transfer import run_transfer_bench, summarize
 
@@ -450,11 +481,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ensemble", type=_count(1), default=5)
     p.add_argument("--hidden", type=_count(1), default=32)
     p.add_argument("--labels", choices=["rank", "zscore"], default="rank", help="per-task label standardisation")
+    p.add_argument("--per-task", action="store_true",
+                   help="one surrogate per task instead of one for their average; the search weighs each by how "
+                        "well it ranks the target's results so far (tasks that disagree with each other)")
     p.set_defaults(func=_cmd_train_meta)
 
     p = sub.add_parser("bench", help="benchmarks behind docs/benchmarks.md (JSON + PNG)")
     p.add_argument("which", choices=["generate", "guidance", "search", "transfer", "mobilenetv3", "hpo", "durability",
-                                      "nbgraph", "speed", "multiobjective", "latency"])
+                                      "nbgraph", "nbgraph-transfer", "speed", "multiobjective", "latency"])
     p.add_argument("--space", default="nasbench201")
     p.add_argument("--table", default=None, help="NB201 table CSV (guidance, search, multiobjective; latency: also "
                    "runs a latency-constrained NB201 search)")
@@ -465,11 +499,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="number of seeds (default per benchmark); hpo and nbgraph also take a range or list: 0-9, 1,3,5")
     p.add_argument("--budget", type=_count(1), default=None,
                    help="architectures per search (search, transfer; default 300; nbgraph 200), trials per run (hpo; default 60)")
-    p.add_argument("--strategies", default="DiffusionNAG,Random,RegularizedEvolution,TPE", help="search, nbgraph: comma list")
+    p.add_argument("--strategies", default=STRATEGIES_DEFAULT,
+                   help="search, nbgraph, nbgraph-transfer (default: DiffusionNAG+transfer,DiffusionNAG,"
+                        "RegularizedEvolution): comma list")
+    p.add_argument("--meta-steps", type=_count(1), default=1500,
+                   help="nbgraph-transfer: training steps of each source surrogate")
     p.add_argument("--full-budget", action="store_true",
                    help="search: keep going after the table optimum (for timing a whole run)")
     p.add_argument("--datasets", default="cora,citeseer,pubmed,cs,physics,photo",
-                   help="nbgraph, multiobjective --costs latency: comma list of NAS-Bench-Graph datasets")
+                   help="nbgraph, nbgraph-transfer, multiobjective --costs latency: comma list of NAS-Bench-Graph "
+                        "datasets")
     p.add_argument("--spaces", default=SPEED_SPACES,
                    help="speed: comma list of spaces; latency: nasbench201,mobilenetv3")
     p.add_argument("--tuners", default="TPE,Anneal,Random,DiffusionNAG", help="hpo: comma list of tuners")

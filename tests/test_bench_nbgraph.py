@@ -95,3 +95,30 @@ def test_multiobjective_bench_on_nas_bench_graph(tmp_path):
             assert all(tuple(np.round(p, 9)) in points for p in run["points"])
     assert main(["bench", "multiobjective", "--costs", "latency", "--datasets", "cora,mars",
                  "--output", str(tmp_path)]) != 0
+
+
+@pytest.mark.slow
+def test_transfer_bench_leaves_each_dataset_out(tmp_path):
+    """bench nbgraph-transfer: source surrogates trained per dataset, each target searched with the
+    others as sources (their weights recorded), the oracle bound from the tables themselves."""
+    out = tmp_path / "out"
+    assert main(["bench", "nbgraph-transfer", "--datasets", "cora,citeseer,pubmed", "--seeds", "1", "--budget", "7",
+                 "--meta-steps", "20", "--strategies", "DiffusionNAG+transfer,RegularizedEvolution",
+                 "--output", str(out)]) == 0
+    result = json.loads((out / "nbgraph-transfer.json").read_text())
+    assert (out / "nbgraph-transfer.png").stat().st_size > 0
+    assert [t["target"] for t in result["targets"]] == ["cora", "citeseer", "pubmed"]
+    for t in result["targets"]:
+        assert t["sources"] == [d for d in ("cora", "citeseer", "pubmed") if d != t["target"]]
+        assert set(t["oracle"]["per_source"]) == set(t["sources"]) and t["oracle"]["mean_of_sources"] >= 1
+        transfer = [r for r in t["runs"] if r["strategy"] == "DiffusionNAG+transfer"]
+        assert len(transfer) == 1 and len(transfer[0]["valid"]) == 7
+        assert set(transfer[0]["source_weights"]) == set(t["sources"])  # weighed after >= 5 results
+    assert "leave-one-dataset-out" in (out / "nbgraph-transfer.md").read_text()
+
+
+def test_transfer_bench_refuses_bad_arguments(tmp_path, capsys):
+    assert main(["bench", "nbgraph-transfer", "--datasets", "cora", "--output", str(tmp_path)]) != 0
+    assert "at least two" in capsys.readouterr().err
+    assert main(["bench", "nbgraph-transfer", "--strategies", "TPE", "--output", str(tmp_path)]) != 0
+    assert "TPE" in capsys.readouterr().err

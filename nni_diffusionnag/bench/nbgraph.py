@@ -195,13 +195,13 @@ class NasBenchGraphEvaluator(Evaluator):
 
 
 # --- running -------------------------------------------------------------------------------------
-def _make(name: str, seed: int, device: str):
+def _make(name: str, seed: int, device: str, **diffusionnag: Any):
     from nni.nas.strategy import TPE, Random, RegularizedEvolution
 
     from ..integration.strategy import DiffusionNAG
 
     if name == "DiffusionNAG":
-        return DiffusionNAG(seed=seed, device=device)
+        return DiffusionNAG(seed=seed, device=device, **diffusionnag)
     if name == "Random":
         return Random(seed=seed, dedup=True)
     if name == "RegularizedEvolution":
@@ -212,8 +212,9 @@ def _make(name: str, seed: int, device: str):
 
 
 def run_one(name: str, dataset: str, seed: int, budget: int, device: str = "cpu",
-            table: Optional[Dict[int, Dict[str, float]]] = None) -> Dict[str, Any]:
-    """One search of ``budget`` trained architectures; the (hash, valid, test) of each in arrival order."""
+            table: Optional[Dict[int, Dict[str, float]]] = None, **diffusionnag: Any) -> Dict[str, Any]:
+    """One search of ``budget`` trained architectures; the (hash, valid, test) of each in arrival order.
+    ``diffusionnag``: further arguments of the DiffusionNAG strategy (e.g. ``meta_predictor``)."""
     from nni.nas.execution import SequentialExecutionEngine
     from nni.nas.execution.event import ModelEventType
     from nni.nas.space import SimplifiedModelSpace
@@ -235,14 +236,18 @@ def run_one(name: str, dataset: str, seed: int, budget: int, device: str = "cpu"
 
     engine = SequentialExecutionEngine(max_model_count=budget, continue_on_failure=True)
     engine.register_model_event_callback(ModelEventType.FinalMetric, on_metric)
-    strategy = _make(name, seed, device)
+    strategy = _make(name, seed, device, **diffusionnag)
     t0 = time.time()
     with _no_tpe_sleep():
         strategy(space, engine)
     seconds = time.time() - t0
     nni.trial._params = None  # the sequential engine leaves trial params set (NNI 3.0 bug)
-    return {"strategy": name, "dataset": dataset, "seed": seed, "hashes": hashes, "valid": valid, "test": test,
-            "seconds": round(seconds, 2), "seconds_per_query": seconds / max(1, len(valid))}
+    run = {"strategy": name, "dataset": dataset, "seed": seed, "hashes": hashes, "valid": valid, "test": test,
+           "seconds": round(seconds, 2), "seconds_per_query": seconds / max(1, len(valid))}
+    weights = getattr(getattr(strategy, "core", None), "source_weights", None)
+    if weights is not None:  # transfer from several sources: what the target's results made of them
+        run["source_weights"] = weights
+    return run
 
 
 def table_summary(table: Mapping[int, Mapping[str, float]]) -> Dict[str, Any]:

@@ -174,6 +174,8 @@ class SearchCore:
             self.mo = MultiObjective(config.objectives, self.generator, model_space, config.acquisition.optimize_mode,
                                      latency_model)
         self.meta: Any = None
+        self._sources = False
+        self.source_weights: Optional[Dict[str, float]] = None  # the last refit's, for the log and tests
         self._dataset_value: Optional[Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = None
         if config.transfer.meta_predictor:
             if config.transfer.dataset is not None:
@@ -230,9 +232,18 @@ class SearchCore:
 
         path = self.config.transfer.meta_predictor
         self.meta = load_meta(path, self.space, device=str(prior.device))
+        self._sources = hasattr(self.meta, "predict_each")  # per-task sources (train-meta --per-task)
         if self.meta.sde.kind != prior.sde.kind:
             raise ValueError(f"meta-surrogate '{path}' is noise-aware for a {self.meta.sde.kind} SDE but the prior "
                              f"uses {prior.sde.kind}")
+        if self._sources:
+            # the sources are combined by the target's results (transfer/sources.py); the loop's own
+            # surrogate kind learns what they miss; before any result: their unweighted consensus
+            self.generator.surrogate = self.meta.combine(np.full(len(self.meta.tasks), 1.0 / len(self.meta.tasks)))
+            self.generator.best_value = 0.0
+            _logger.info("DiffusionNAG: transfer from %d source tasks (%s), weighed by the target's results",
+                         len(self.meta.tasks), ", ".join(self.meta.tasks))
+            return
         # same shape (a GNN ensemble, whatever 'auto' would pick): resume restores into it
         self.generator.surrogate_config = dataclasses.replace(self.meta.config, kind="gnn")
         self.generator.surrogate = self.meta.copy_surrogate()
@@ -300,7 +311,10 @@ class SearchCore:
                 rank_fn = self._dataset_rank
             if self.meta is not None:
                 self._refit_from_meta(history)
-                batch = gen.propose(self.batch_size, exclude, loop.n_candidates, acq.scale, acq.acquisition, acq.kappa)
+                local = dict(anchors=self._anchors(history), local_fraction=loop.local_fraction,
+                             local_t=loop.local_noise) if self._sources and history else {}
+                batch = gen.propose(self.batch_size, exclude, loop.n_candidates, acq.scale, acq.acquisition, acq.kappa,
+                                    **local)
                 how = "meta-guided"
             elif self.mo is not None and n_warm == 0 and len(history) >= 2:
                 batch = self._mo_round(history, exclude)
@@ -444,6 +458,9 @@ class SearchCore:
         results say nothing; the labels are rank-normalised like the meta-training ones."""
         if len(history) < 2 or len(history) <= self._fitted_on:
             return
+        if self._sources:
+            self._refit_from_sources(history)
+            return
         steps0 = self.config.transfer.meta_adapt_steps
         values = standardise(self._to_maximise([v for _, v in history]), self.meta.info.get("labels", "zscore"))
         steps = min(max(self.config.surrogate.steps, steps0), steps0 + 10 * (len(history) - 2))
@@ -451,6 +468,25 @@ class SearchCore:
                                                    seed=self.seed + len(history))
         self.generator.best_value = float(values.max())
         self._fitted_on = len(history)
+
+    def _refit_from_sources(self, history: List[Tuple[Key, float]]) -> None:
+        """Weigh the source tasks by the target's results so far, then fit the loop's surrogate to
+        what their weighted prediction misses (transfer/sources.py has the formula and its reasons)."""
+        from ..transfer.sources import source_weights
+
+        gen = self.generator
+        types = np.array([k for k, _ in history])
+        y = standardise(self._to_maximise([v for _, v in history]), "rank")
+        predictions = self.meta.predict_each(types, eps=self.config.prior.sampler.eps)
+        w, c = source_weights(predictions, y)
+        gen.surrogate = None  # a fresh residual model of the configured kind
+        gen.fit(types, y - c * (w @ predictions))
+        gen.surrogate = self.meta.combine(c * w, residual=gen.surrogate)
+        gen.best_value = float(y.max())
+        self._fitted_on = len(history)
+        self.source_weights = {t: float(c * wi) for t, wi in zip(self.meta.tasks, w)}
+        _logger.info("DiffusionNAG: source weights after %d results: %s", len(history),
+                     ", ".join(f"{t} {v:.2f}" for t, v in self.source_weights.items()))
 
     # --- tell ----------------------------------------------------------------------------------
     def key_of(self, sample: Mapping[str, Any]) -> Key:
@@ -560,7 +596,7 @@ class SearchCore:
             }
             state["extras"] = [(list(k), dict(v)) for k, v in self._extras.items()]
         sur = self.generator.surrogate
-        if sur is not None:
+        if sur is not None and not self._sources:  # weighted sources are refitted from the history instead
             state["surrogate"] = {k: v.detach().cpu() for k, v in sur.state_dict().items()}
             state["fitted_on"] = self._fitted_on
         if self.mo is not None:

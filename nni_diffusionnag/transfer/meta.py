@@ -20,7 +20,7 @@ import logging
 import math
 import time
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Dict, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -31,6 +31,9 @@ from ..diffusion.sde import SDE, VESDE, get_sde
 from ..nn.surrogate import SurrogateConfig, SurrogateEnsemble, fit_surrogate
 from ..nn.targets import standardise
 from ..space.base import GraphSpace
+
+if TYPE_CHECKING:
+    from .sources import SourceTasks
 
 __all__ = ["MetaSurrogate", "train_meta", "load_meta", "read_task_csv", "DEFAULT_META_CONFIG"]
 
@@ -164,10 +167,15 @@ def train_meta(space: GraphSpace, tasks: Mapping[str, Tuple[np.ndarray, np.ndarr
     return meta
 
 
-def load_meta(path: str | Path, space: GraphSpace, device: str = "cpu") -> MetaSurrogate:
-    """Load a meta-surrogate; raises :class:`~nni_diffusionnag.exceptions.SpaceMismatchError`
+def load_meta(path: str | Path, space: GraphSpace, device: str = "cpu") -> "MetaSurrogate | SourceTasks":
+    """Load a meta-surrogate, or the per-task sources of ``train-meta --per-task``
+    (:class:`~.sources.SourceTasks`); raises :class:`~nni_diffusionnag.exceptions.SpaceMismatchError`
     if it was trained for another space."""
     ckpt = load_checkpoint(path, "meta", space.signature(), map_location=device)
+    if "sources" in ckpt:
+        from .sources import load_sources
+
+        return load_sources(ckpt, space, device)
     config = SurrogateConfig(**ckpt["surrogate_config"])
     d = dict(ckpt["sde"])
     sde = get_sde(d.pop("kind"), **d)

@@ -1,0 +1,191 @@
+"""Several source tasks, each weighed by how well it predicts the target's own results.
+
+A pooled meta-surrogate (:mod:`.meta`) learns the average of its tasks. When the target resembles
+some sources and not others (NAS-Bench-Graph: cora ranks architectures like citeseer and pubmed,
+unlike cs, physics and photo; docs/benchmarks.md §4), that average misleads it. Here every source
+task keeps a noise-aware surrogate of its own (:class:`SourceTasks`) and the search combines them
+with weights read from the target's results so far (docs/design.md, 'Transfer from several tasks').
+
+In the standardised (rank-normal) units every task is trained in, the target prediction is
+
+    mu(x) = c * m(x) + r(x),      m(x) = sum_s w_s f_s(x) / sum_s w_s
+
+- ``w_s = max(0, tau_s)``, with ``tau_s`` Kendall's tau between source ``s``'s predictions and the
+  target's results: a source that orders them no better than chance, or the wrong way, gets none;
+- ``c = sin(pi/2 * tau_c)`` with ``tau_c`` the tau of ``m`` itself: for standardised normal scores
+  that is their correlation (Greiner's relation), the slope of the best linear prior mean, so a
+  weakly related combination is a weak prior;
+- ``r``: the loop's own surrogate, fitted to the residuals ``y - c m(x)``: where the target's
+  results disagree with the sources it takes over, and a target unlike every source (every
+  ``tau_s <= 0``) is searched as if there were no sources at all.
+
+Before ``min_results`` target results the weights are equal and ``c = 1``: the first proposals
+are the sources' consensus. The combination is a stack of a prior mean and a residual model in
+the spirit of Google Vizier's transfer (Golovin et al., KDD 2017), with rank-based weights as in
+ranking-weighted ensembles (Feurer et al., 2018).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..diffusion.decoding import to_features
+from ..diffusion.sde import SDE, get_sde
+from ..nn.config import SurrogateConfig
+from ..nn.surrogate import SurrogateEnsemble
+from ..prior.checkpoint import load_checkpoint, save_checkpoint
+from ..space.base import GraphSpace
+
+__all__ = ["SourceTasks", "WeightedSources", "source_weights", "train_sources", "load_sources", "MIN_RESULTS"]
+
+_logger = logging.getLogger(__name__)
+
+#: Target results before the weights are read from them (Kendall's tau on fewer is mostly noise).
+MIN_RESULTS = 5
+
+
+def _kendall(a: np.ndarray, b: np.ndarray) -> float:
+    from scipy.stats import kendalltau
+
+    tau = kendalltau(a, b).statistic  # tau-b: ties (equal results) are handled
+    return 0.0 if tau is None or not math.isfinite(float(tau)) else float(tau)
+
+
+def source_weights(predictions: np.ndarray, targets: np.ndarray, min_results: int = MIN_RESULTS
+                   ) -> Tuple[np.ndarray, float]:
+    """Weights ``w [S]`` (summing to 1, or all 0) and the scale ``c`` of the sources' prior mean.
+
+    Parameters
+    ----------
+    predictions
+        ``[S, n]``: each source's prediction for the target's ``n`` results so far.
+    targets
+        ``[n]``: the target's results, higher is better (any monotone units: only ranks count).
+    min_results
+        Below this many results: equal weights and ``c = 1``.
+    """
+    predictions = np.asarray(predictions, dtype=np.float64)
+    targets = np.asarray(targets, dtype=np.float64)
+    n_sources = len(predictions)
+    if predictions.ndim != 2 or predictions.shape[1] != len(targets):
+        raise ValueError(f"predictions must be [S, {len(targets)}], got {predictions.shape}")
+    if len(targets) < max(2, min_results):
+        return np.full(n_sources, 1.0 / n_sources), 1.0
+    w = np.array([max(0.0, _kendall(p, targets)) for p in predictions])
+    if w.sum() <= 0:
+        return np.zeros(n_sources), 0.0
+    w = w / w.sum()
+    tau_c = _kendall(w @ predictions, targets)
+    return w, max(0.0, math.sin(math.pi / 2 * tau_c))
+
+
+class WeightedSources(nn.Module):
+    """``(mean, std)`` of ``c * sum_s w_s f_s(x) + r(x)`` for guidance and ranking.
+
+    The sources are frozen; ``residual`` (the loop's surrogate fitted on what the sources miss) may
+    be ``None`` before any target results, the std is then 0 (the sources' consensus is ranked by
+    its mean alone).
+    """
+
+    def __init__(self, sources: Sequence[SurrogateEnsemble], weights: np.ndarray, residual: Optional[nn.Module] = None
+                 ) -> None:
+        super().__init__()
+        weights = np.asarray(weights, dtype=np.float64)
+        active = [i for i, w in enumerate(weights) if w != 0.0]  # a source without weight costs nothing
+        self.sources = nn.ModuleList([sources[i] for i in active])
+        self.register_buffer("weights", torch.as_tensor(weights[active], dtype=torch.float32))
+        self.residual = residual
+        # the label scale the generator divides guidance by: every term here is in standardised units
+        self.register_buffer("y_std", torch.ones(()))
+
+    def forward(self, x: torch.Tensor, noise_level: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+        mean = x.new_zeros(len(x))
+        for w, source in zip(self.weights, self.sources):
+            mean = mean + w * source(x, noise_level)[0]
+        if self.residual is None:
+            return mean, torch.zeros_like(mean)
+        r_mean, r_std = self.residual(x, noise_level)
+        return mean + r_mean, r_std
+
+
+class SourceTasks:
+    """One trained surrogate per source task (standardised units), their SDE and task names."""
+
+    def __init__(self, space: GraphSpace, surrogates: Mapping[str, SurrogateEnsemble], sde: SDE,
+                 info: Optional[Dict[str, Any]] = None) -> None:
+        if not surrogates:
+            raise ValueError("SourceTasks needs at least one source task")
+        self.space, self.sde = space, sde
+        self.tasks = list(surrogates)
+        self.surrogates = [s.eval().requires_grad_(False) for s in surrogates.values()]
+        self.info = dict(info or {})
+
+    @property
+    def config(self) -> SurrogateConfig:
+        return self.surrogates[0].config
+
+    @torch.no_grad()
+    def predict_each(self, types: np.ndarray, eps: float = 1e-5) -> np.ndarray:
+        """``[S, B]``: every source's standardised prediction for clean graphs ``[B, N]``."""
+        dev = self.surrogates[0].y_mean.device
+        x = to_features(torch.as_tensor(np.asarray(types), dtype=torch.long, device=dev), self.space.num_types)
+        level = self.sde.noise_level(torch.full((len(x),), eps, device=dev))
+        return np.stack([s(x, level)[0].cpu().numpy() for s in self.surrogates])
+
+    def combine(self, weights: np.ndarray, residual: Optional[nn.Module] = None) -> WeightedSources:
+        return WeightedSources(self.surrogates, weights, residual)
+
+    def save(self, path: str | Path) -> None:
+        save_checkpoint(path, "meta", self.space.signature(), {
+            "tasks": self.tasks,
+            "surrogate_config": self.config.to_dict(),
+            "sde": self.sde.to_dict(),
+            "log_noise": bool(self.sde.kind == "ve"),
+            "sources": {t: {k: v.detach().cpu() for k, v in s.state_dict().items()}
+                        for t, s in zip(self.tasks, self.surrogates)},
+            "info": self.info,
+        })
+
+
+def train_sources(space: GraphSpace, tasks: Mapping[str, Tuple[np.ndarray, np.ndarray]], config: SurrogateConfig,
+                  sde: Optional[SDE] = None, seed: int = 0, output: Optional[str | Path] = None,
+                  progress: bool = True, device: str = "cpu", labels: str = "rank") -> SourceTasks:
+    """One meta-surrogate per task (:func:`.meta.train_meta` on each alone), saved together."""
+    from .meta import train_meta
+
+    if len(tasks) < 2:
+        raise ValueError(f"per-task sources need at least 2 tasks, got {len(tasks)}; one task is a plain "
+                         "meta-surrogate (train_meta)")
+    t0 = time.time()
+    trained = {name: train_meta(space, {name: table}, config, sde=sde, seed=seed + i, progress=progress,
+                                device=device, labels=labels)
+               for i, (name, table) in enumerate(tasks.items())}
+    first = next(iter(trained.values()))
+    out = SourceTasks(space, {n: m.surrogate for n, m in trained.items()}, first.sde,
+                      {"labels": labels, "seconds": round(time.time() - t0, 1), "seed": seed,
+                       "rows": {n: m.info["rows"] for n, m in trained.items()},
+                       "train_mse": {n: m.info["train_mse"] for n, m in trained.items()}})
+    if output is not None:
+        out.save(output)
+    return out
+
+
+def load_sources(ckpt: Mapping[str, Any], space: GraphSpace, device: str = "cpu") -> SourceTasks:
+    """:class:`SourceTasks` from a loaded ``meta`` checkpoint that holds ``sources``."""
+    config = SurrogateConfig(**ckpt["surrogate_config"])
+    d = dict(ckpt["sde"])
+    sde = get_sde(d.pop("kind"), **d)
+    surrogates = {}
+    for name in ckpt["tasks"]:
+        sur = SurrogateEnsemble(space.num_types, space.adjacency, config, log_noise=bool(ckpt["log_noise"])).to(device)
+        sur.load_state_dict(ckpt["sources"][name])
+        surrogates[name] = sur
+    return SourceTasks(space, surrogates, sde, ckpt.get("info"))
