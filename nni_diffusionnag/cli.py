@@ -226,10 +226,12 @@ def _cmd_train_meta(args: argparse.Namespace) -> int:
                            output=args.output, progress=True)
         print(f"dataset-aware meta-predictor for {space.name} on tasks {', '.join(tasks)} saved to {args.output}")
         return 0
-    config = dataclasses.replace(DEFAULT_META_CONFIG, steps=args.steps, ensemble=args.ensemble, hidden=args.hidden)
     device = "cpu" if args.device == "auto" else args.device
     if args.per_task:
-        from .transfer.sources import train_sources
+        from .transfer.sources import DEFAULT_SOURCE_CONFIG, train_sources
+
+        config = dataclasses.replace(DEFAULT_SOURCE_CONFIG, steps=args.steps, hidden=args.hidden,
+                                     ensemble=args.ensemble or DEFAULT_SOURCE_CONFIG.ensemble)
 
         if len(tasks) < 2:
             raise SystemExit("--per-task needs at least two --task tables (one table is a plain meta-surrogate)")
@@ -238,6 +240,8 @@ def _cmd_train_meta(args: argparse.Namespace) -> int:
         print(f"{len(tasks)} source surrogates for {space.name} ({', '.join(tasks)}; weighed by the target's "
               f"results during the search) saved to {args.output} ({sources.info['seconds']} s)")
         return 0
+    config = dataclasses.replace(DEFAULT_META_CONFIG, steps=args.steps, hidden=args.hidden,
+                                 ensemble=args.ensemble or DEFAULT_META_CONFIG.ensemble)
     meta = train_meta(space, tasks, config, seed=args.seed, output=args.output, progress=True,
                       device=device, labels=args.labels)
     print(f"meta-surrogate for {space.name} on tasks {', '.join(tasks)} saved to {args.output} "
@@ -478,7 +482,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "@DATASET (digits[:classes] or a torch file with (x, y)) makes the meta-predictor dataset-aware")
     p.add_argument("--output", required=True, help="checkpoint path")
     p.add_argument("--steps", type=_count(1), default=1500)
-    p.add_argument("--ensemble", type=_count(1), default=5)
+    p.add_argument("--ensemble", type=_count(1), default=None, help="members per surrogate (default 5; --per-task 2)")
     p.add_argument("--hidden", type=_count(1), default=32)
     p.add_argument("--labels", choices=["rank", "zscore"], default="rank", help="per-task label standardisation")
     p.add_argument("--per-task", action="store_true",

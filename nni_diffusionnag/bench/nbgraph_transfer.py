@@ -92,8 +92,8 @@ def run_nbgraph_transfer_bench(output: str | Path, datasets: Sequence[str] = DAT
     """Leave each of ``datasets`` out in turn; writes ``nbgraph-transfer.json`` / ``.md`` / ``.png``."""
     import dataclasses
 
-    from ..transfer.meta import DEFAULT_META_CONFIG, train_meta
-    from ..transfer.sources import SourceTasks
+    from ..transfer.meta import train_meta
+    from ..transfer.sources import DEFAULT_SOURCE_CONFIG, SourceTasks
 
     check_installed()
     seeds = parse_seeds(seeds)
@@ -116,7 +116,7 @@ def run_nbgraph_transfer_bench(output: str | Path, datasets: Sequence[str] = DAT
     sde = None
     if "DiffusionNAG+transfer" in strategies:
         types, values, _ = source_tables(space, list(datasets))
-        config = dataclasses.replace(DEFAULT_META_CONFIG, steps=meta_steps)
+        config = dataclasses.replace(DEFAULT_SOURCE_CONFIG, steps=meta_steps)
         t0 = time.time()
         for i, d in enumerate(datasets):
             meta = train_meta(space, {d: (types, values[d])}, config, seed=i, progress=True, device=device)

@@ -172,8 +172,9 @@ def summarize(result: Dict[str, Any]) -> str:
     names = list(dict.fromkeys(r["strategy"] for r in result["runs"]))
     lines = [f"{result['column']} (table optimum {result['table_optimum']:.2f}, test accuracy), budget {budget}, "
              f"{result['seeds']} seeds",
-             "", "| strategy | mean best @20 | @50 | @100 | @" + str(budget) + " | median queries to optimum | reached | s / decision |",
-             "|---|---|---|---|---|---|---|---|"]
+             "", "| strategy | mean best @10 | @20 | @50 | @100 | @" + str(budget) + " | median queries to optimum | reached "
+             "| s / decision |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for name in names:
         runs = [r for r in result["runs"] if r["strategy"] == name]
         curve = _curve(runs, budget)
@@ -182,7 +183,7 @@ def summarize(result: Dict[str, Any]) -> str:
         reached = [x for x in q if x is not None]
         med = np.median([x if x is not None else np.inf for x in q])
         med_s = f"{med:.0f}" if np.isfinite(med) else f"> {budget}"
-        lines.append(f"| {name} | {at(20):.2f} | {at(50):.2f} | {at(100):.2f} | {at(budget):.2f} | {med_s} | "
+        lines.append(f"| {name} | {at(10):.2f} | {at(20):.2f} | {at(50):.2f} | {at(100):.2f} | {at(budget):.2f} | {med_s} | "
                      f"{len(reached)}/{len(q)} | {np.mean([r['seconds_per_decision'] for r in runs]):.3f} |")
     return "\n".join(lines)
 

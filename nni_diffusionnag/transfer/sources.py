@@ -44,12 +44,19 @@ from ..nn.surrogate import SurrogateEnsemble
 from ..prior.checkpoint import load_checkpoint, save_checkpoint
 from ..space.base import GraphSpace
 
-__all__ = ["SourceTasks", "WeightedSources", "source_weights", "train_sources", "load_sources", "MIN_RESULTS"]
+__all__ = ["SourceTasks", "WeightedSources", "source_weights", "train_sources", "load_sources", "MIN_RESULTS",
+           "DEFAULT_SOURCE_CONFIG"]
 
 _logger = logging.getLogger(__name__)
 
 #: Target results before the weights are read from them (Kendall's tau on fewer is mostly noise).
 MIN_RESULTS = 5
+
+#: Per-source training settings: the meta-surrogate's, with 2 members instead of 5. Only the
+#: sources' mean is used (the spread comes from the residual model), and every member of every
+#: source is evaluated at each guidance step: five sources of 5 members cost 3.5-4.7 s per
+#: proposal on NAS-Bench-Graph on this CPU (docs/benchmarks.md §4).
+DEFAULT_SOURCE_CONFIG = SurrogateConfig(hidden=32, num_layers=3, ensemble=2, steps=1500, batch_size=256, lr=3e-3)
 
 
 def _kendall(a: np.ndarray, b: np.ndarray) -> float:
@@ -155,7 +162,8 @@ class SourceTasks:
         })
 
 
-def train_sources(space: GraphSpace, tasks: Mapping[str, Tuple[np.ndarray, np.ndarray]], config: SurrogateConfig,
+def train_sources(space: GraphSpace, tasks: Mapping[str, Tuple[np.ndarray, np.ndarray]],
+                  config: SurrogateConfig = DEFAULT_SOURCE_CONFIG,
                   sde: Optional[SDE] = None, seed: int = 0, output: Optional[str | Path] = None,
                   progress: bool = True, device: str = "cpu", labels: str = "rank") -> SourceTasks:
     """One meta-surrogate per task (:func:`.meta.train_meta` on each alone), saved together."""
