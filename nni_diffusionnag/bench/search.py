@@ -182,7 +182,7 @@ def summarize(result: Dict[str, Any]) -> str:
         q = [r["queries_to_optimum"] for r in runs]
         reached = [x for x in q if x is not None]
         med = np.median([x if x is not None else np.inf for x in q])
-        med_s = f"{med:.0f}" if np.isfinite(med) else f"> {budget}"
+        med_s = f"{med:g}" if np.isfinite(med) else f"> {budget}"  # 30.5, not a rounded 30
         lines.append(f"| {name} | {at(10):.2f} | {at(20):.2f} | {at(50):.2f} | {at(100):.2f} | {at(budget):.2f} | {med_s} | "
                      f"{len(reached)}/{len(q)} | {np.mean([r['seconds_per_decision'] for r in runs]):.3f} |")
     return "\n".join(lines)
