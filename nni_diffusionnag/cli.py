@@ -311,7 +311,7 @@ def _check_bench(args: argparse.Namespace) -> None:
             raise CliError(str(err)) from None
         if args.strategies == STRATEGIES_DEFAULT:
             args.strategies = ",".join(nbgraph_transfer.STRATEGIES)
-        _check_names("bench nbgraph-transfer", "strategies", args.strategies, nbgraph_transfer.STRATEGIES)
+        _check_names("bench nbgraph-transfer", "strategies", args.strategies, nbgraph_transfer.ALL_STRATEGIES)
         _check_names("bench nbgraph-transfer", "datasets", args.datasets, nbgraph.DATASETS)
         if len(args.datasets.split(",")) < 2:
             raise CliError("bench nbgraph-transfer: --datasets needs at least two (each is left out in turn)")
@@ -505,7 +505,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="architectures per search (search, transfer; default 300; nbgraph 200), trials per run (hpo; default 60)")
     p.add_argument("--strategies", default=STRATEGIES_DEFAULT,
                    help="search, nbgraph, nbgraph-transfer (default: DiffusionNAG+transfer,DiffusionNAG,"
-                        "RegularizedEvolution): comma list")
+                        "RegularizedEvolution; also DiffusionNAG+pooled): comma list")
     p.add_argument("--meta-steps", type=_count(1), default=1500,
                    help="nbgraph-transfer: training steps of each source surrogate")
     p.add_argument("--full-budget", action="store_true",

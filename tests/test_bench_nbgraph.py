@@ -103,7 +103,7 @@ def test_transfer_bench_leaves_each_dataset_out(tmp_path):
     others as sources (their weights recorded), the oracle bound from the tables themselves."""
     out = tmp_path / "out"
     assert main(["bench", "nbgraph-transfer", "--datasets", "cora,citeseer,pubmed", "--seeds", "1", "--budget", "7",
-                 "--meta-steps", "20", "--strategies", "DiffusionNAG+transfer,RegularizedEvolution",
+                 "--meta-steps", "20", "--strategies", "DiffusionNAG+transfer,DiffusionNAG+pooled,RegularizedEvolution",
                  "--output", str(out)]) == 0
     result = json.loads((out / "nbgraph-transfer.json").read_text())
     assert (out / "nbgraph-transfer.png").stat().st_size > 0
@@ -114,6 +114,8 @@ def test_transfer_bench_leaves_each_dataset_out(tmp_path):
         transfer = [r for r in t["runs"] if r["strategy"] == "DiffusionNAG+transfer"]
         assert len(transfer) == 1 and len(transfer[0]["valid"]) == 7
         assert set(transfer[0]["source_weights"]) == set(t["sources"])  # weighed after >= 5 results
+        pooled = [r for r in t["runs"] if r["strategy"] == "DiffusionNAG+pooled"]
+        assert len(pooled) == 1 and len(pooled[0]["valid"]) == 7 and "source_weights" not in pooled[0]
     assert "leave-one-dataset-out" in (out / "nbgraph-transfer.md").read_text()
 
 

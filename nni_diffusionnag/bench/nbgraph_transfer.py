@@ -32,11 +32,13 @@ from .common import machine_info, peak_rss_mb, write_json
 from .hpo import parse_seeds
 from .nbgraph import DATASETS, check_installed, load_table, regrets, run_one, table_summary
 
-__all__ = ["run_nbgraph_transfer_bench", "summarize", "STRATEGIES", "CHECKPOINTS", "source_tables"]
+__all__ = ["run_nbgraph_transfer_bench", "summarize", "STRATEGIES", "ALL_STRATEGIES", "CHECKPOINTS", "source_tables"]
 
 _logger = logging.getLogger(__name__)
 
 STRATEGIES = ("DiffusionNAG+transfer", "DiffusionNAG", "RegularizedEvolution")
+#: Also accepted: one meta-surrogate trained on the sources pooled (no weighing), the ablation of §4.1.
+ALL_STRATEGIES = STRATEGIES + ("DiffusionNAG+pooled",)
 CHECKPOINTS = (5, 10, 20)
 
 
@@ -92,14 +94,14 @@ def run_nbgraph_transfer_bench(output: str | Path, datasets: Sequence[str] = DAT
     """Leave each of ``datasets`` out in turn; writes ``nbgraph-transfer.json`` / ``.md`` / ``.png``."""
     import dataclasses
 
-    from ..transfer.meta import train_meta
+    from ..transfer.meta import DEFAULT_META_CONFIG, train_meta
     from ..transfer.sources import DEFAULT_SOURCE_CONFIG, SourceTasks
 
     check_installed()
     seeds = parse_seeds(seeds)
-    bad = [s for s in strategies if s not in STRATEGIES]
+    bad = [s for s in strategies if s not in ALL_STRATEGIES]
     if bad or not strategies:
-        raise ValueError(f"unknown strategies {bad}; choose from {list(STRATEGIES)}")
+        raise ValueError(f"unknown strategies {bad}; choose from {list(ALL_STRATEGIES)}")
     if len(datasets) < 2 or any(d not in DATASETS for d in datasets):
         raise ValueError(f"need at least 2 of {list(DATASETS)}, got {list(datasets)}")
     if budget < 1:
@@ -114,8 +116,9 @@ def run_nbgraph_transfer_bench(output: str | Path, datasets: Sequence[str] = DAT
                                       "validation results; test regret = best test - test of the best-by-validation pick"}
     surrogates: Dict[str, Any] = {}
     sde = None
-    if "DiffusionNAG+transfer" in strategies:
+    if {"DiffusionNAG+transfer", "DiffusionNAG+pooled"} & set(strategies):
         types, values, _ = source_tables(space, list(datasets))
+    if "DiffusionNAG+transfer" in strategies:
         config = dataclasses.replace(DEFAULT_SOURCE_CONFIG, steps=meta_steps)
         t0 = time.time()
         for i, d in enumerate(datasets):
@@ -131,10 +134,16 @@ def run_nbgraph_transfer_bench(output: str | Path, datasets: Sequence[str] = DAT
         path = out / f"sources-for-{target}.pt"
         if surrogates:
             SourceTasks(space, {s: surrogates[s] for s in sources}, sde, {"labels": "rank"}).save(path)
+        pooled = out / f"pooled-for-{target}.pt"
+        if "DiffusionNAG+pooled" in strategies:  # one network for the average of the sources
+            train_meta(space, {s: (types, values[s]) for s in sources},
+                       dataclasses.replace(DEFAULT_META_CONFIG, steps=meta_steps), output=pooled, progress=True,
+                       device=device)
         with tqdm(total=len(strategies) * len(seeds), desc=f"transfer to {target}", unit="run") as bar:
             for name in strategies:
                 for seed in seeds:
-                    kw = {"meta_predictor": str(path)} if name == "DiffusionNAG+transfer" else {}
+                    kw = {"DiffusionNAG+transfer": {"meta_predictor": str(path)},
+                          "DiffusionNAG+pooled": {"meta_predictor": str(pooled)}}.get(name, {})
                     base = "DiffusionNAG" if name.startswith("DiffusionNAG") else name
                     run = run_one(base, target, seed, budget, device, tables[target], **kw)
                     run["strategy"] = name
