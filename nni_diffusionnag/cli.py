@@ -230,11 +230,10 @@ def _cmd_train_meta(args: argparse.Namespace) -> int:
     if args.per_task:
         from .transfer.sources import DEFAULT_SOURCE_CONFIG, train_sources
 
-        config = dataclasses.replace(DEFAULT_SOURCE_CONFIG, steps=args.steps, hidden=args.hidden,
-                                     ensemble=args.ensemble or DEFAULT_SOURCE_CONFIG.ensemble)
-
         if len(tasks) < 2:
             raise SystemExit("--per-task needs at least two --task tables (one table is a plain meta-surrogate)")
+        config = dataclasses.replace(DEFAULT_SOURCE_CONFIG, steps=args.steps, hidden=args.hidden,
+                                     ensemble=args.ensemble or DEFAULT_SOURCE_CONFIG.ensemble)
         sources = train_sources(space, tasks, config, seed=args.seed, output=args.output, progress=True,
                                 device=device, labels=args.labels)
         print(f"{len(tasks)} source surrogates for {space.name} ({', '.join(tasks)}; weighed by the target's "

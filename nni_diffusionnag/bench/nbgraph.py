@@ -50,7 +50,7 @@ from .common import machine_info, peak_rss_mb, write_json  # noqa: E402
 from .hpo import parse_seeds  # noqa: E402
 
 __all__ = ["DATASETS", "ALL_DATASETS", "STRATEGIES", "CHECKPOINTS", "GraphCellSpace", "NasBenchGraphEvaluator", "load_table",
-           "run_one", "run_nbgraph_bench", "summarize", "check_installed"]
+           "run_one", "run_nbgraph_bench", "summarize", "check_installed", "regret_cells", "plot_panels"]
 
 _logger = logging.getLogger(__name__)
 
@@ -335,9 +335,7 @@ def summarize(result: Mapping[str, Any]) -> str:
             runs = _select(result, dataset, name)
             if not runs:
                 continue
-            vr = np.array([r["valid_regret"] for r in runs])
-            tr = np.array([r["test_regret"] for r in runs])
-            cells = [f"{vr[:, q - 1].mean():.2f} / {tr[:, q - 1].mean():.2f}" for q in cols]
+            cells = regret_cells(runs, cols)
             q = [r["queries_to_best"] for r in runs]
             med = np.median([x if x is not None else np.inf for x in q])
             found = sum(x is not None for x in q)
@@ -347,29 +345,43 @@ def summarize(result: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _plot(result: Mapping[str, Any], path: Path) -> None:
+def regret_cells(runs: Sequence[Mapping[str, Any]], checkpoints: Sequence[int]) -> List[str]:
+    """``'mean validation regret / mean pick test regret'`` of ``runs`` at each checkpoint (1-based)."""
+    vr = np.array([r["valid_regret"] for r in runs])
+    tr = np.array([r["test_regret"] for r in runs])
+    return [f"{vr[:, q - 1].mean():.2f} / {tr[:, q - 1].mean():.2f}" for q in checkpoints]
+
+
+def plot_panels(panels: Sequence[Tuple[str, Sequence[Mapping[str, Any]]]], strategies: Sequence[str], key: str,
+                budget: int, suptitle: str, path: Path, **axes: Any) -> None:
+    """One panel per ``(title, runs)``: the mean ``run[key]`` curve of each strategy against queries,
+    three panels a row; ``axes`` go to each panel's ``Axes.set``."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    datasets = result["datasets"]
-    budget = result["budget"]
     x = np.arange(1, budget + 1)
-    cols = min(3, len(datasets))
-    rows = (len(datasets) + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 3.4 * rows), squeeze=False)
-    for ax, dataset in zip(axes.flat, datasets):
-        for name in result["strategies"]:
-            runs = _select(result, dataset, name)
-            if runs:
-                ax.plot(x, np.mean([r["valid_regret"] for r in runs], 0), label=name)
-        ax.set(title=dataset, xscale="log", yscale="symlog", xlabel="trained architectures",
-               ylabel="validation regret (points)")
-    for ax in list(axes.flat)[len(datasets):]:
+    cols = min(3, len(panels))
+    rows = (len(panels) + cols - 1) // cols
+    fig, grid = plt.subplots(rows, cols, figsize=(4.6 * cols, 3.4 * rows), squeeze=False)
+    for ax, (title, runs) in zip(grid.flat, panels):
+        for name in strategies:
+            mine = [r for r in runs if r["strategy"] == name]
+            if mine:
+                ax.plot(x, np.mean([r[key] for r in mine], 0), label=name)
+        ax.set(title=title, xlabel="trained architectures", **axes)
+    for ax in list(grid.flat)[len(panels):]:
         ax.axis("off")
-    axes.flat[0].legend(fontsize=8)
-    fig.suptitle(f"NAS-Bench-Graph: mean validation regret ({len(result['seeds'])} seeds)")
+    grid.flat[0].legend(fontsize=8)
+    fig.suptitle(suptitle)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def _plot(result: Mapping[str, Any], path: Path) -> None:
+    panels = [(d, [r for r in result["runs"] if r["dataset"] == d]) for d in result["datasets"]]
+    plot_panels(panels, result["strategies"], "valid_regret", result["budget"],
+                f"NAS-Bench-Graph: mean validation regret ({len(result['seeds'])} seeds)", path,
+                xscale="log", yscale="symlog", ylabel="validation regret (points)")

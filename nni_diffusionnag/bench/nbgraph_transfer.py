@@ -30,7 +30,8 @@ from tqdm.auto import tqdm
 
 from .common import machine_info, peak_rss_mb, write_json
 from .hpo import parse_seeds
-from .nbgraph import DATASETS, check_installed, load_table, regrets, run_one, table_summary
+from .nbgraph import (DATASETS, check_installed, load_table, plot_panels, regret_cells, regrets, run_one,
+                      table_summary)
 
 __all__ = ["run_nbgraph_transfer_bench", "summarize", "STRATEGIES", "ALL_STRATEGIES", "CHECKPOINTS", "source_tables"]
 
@@ -52,18 +53,20 @@ def _graph_space():
     return space_for_model(SimplifiedModelSpace.from_model(GraphCellSpace()))
 
 
-def source_tables(space: Any, datasets: Sequence[str]) -> Tuple[np.ndarray, Dict[str, np.ndarray], np.ndarray]:
-    """Every raw cell ``types [M, N]``, its validation performance (%) per dataset ``{d: [M]}`` and
-    its table hash ``[M]`` (isomorphic cells share one). The cell the table lacks (no GNN layer) is left out."""
+def source_tables(space: Any, tables: Mapping[str, Mapping[int, Mapping[str, float]]]
+                  ) -> Tuple[np.ndarray, Dict[str, np.ndarray], np.ndarray]:
+    """Every raw cell ``types [M, N]``, its validation performance (%) per dataset of ``tables``
+    ``{d: [M]}`` and its table hash ``[M]`` (isomorphic cells share one). The cell the table lacks
+    (no GNN layer) is left out."""
     from .nbgraph import table_hash
 
     types = space.enumerate_types()
     if types is None:
         raise ValueError("the NAS-Bench-Graph space should be enumerable")
     hashes = np.array([table_hash(space.types_to_sample(t)) for t in types])
-    tables = {d: load_table(d) for d in datasets}
-    keep = np.array([h in tables[datasets[0]] for h in hashes])
-    values = {d: np.array([100.0 * float(tables[d][h]["valid_perf"]) for h in hashes[keep]]) for d in datasets}
+    first = next(iter(tables.values()))
+    keep = np.array([h in first for h in hashes])
+    values = {d: np.array([100.0 * float(t[h]["valid_perf"]) for h in hashes[keep]]) for d, t in tables.items()}
     return types[keep], values, hashes[keep]
 
 
@@ -117,7 +120,7 @@ def run_nbgraph_transfer_bench(output: str | Path, datasets: Sequence[str] = DAT
     surrogates: Dict[str, Any] = {}
     sde = None
     if {"DiffusionNAG+transfer", "DiffusionNAG+pooled"} & set(strategies):
-        types, values, _ = source_tables(space, list(datasets))
+        types, values, _ = source_tables(space, tables)
     if "DiffusionNAG+transfer" in strategies:
         config = dataclasses.replace(DEFAULT_SOURCE_CONFIG, steps=meta_steps)
         t0 = time.time()
@@ -176,10 +179,8 @@ def summarize(result: Mapping[str, Any]) -> str:
             runs = [r for r in t["runs"] if r["strategy"] == name]
             if not runs:
                 continue
-            vr, tr = np.array([r["valid_regret"] for r in runs]), np.array([r["test_regret"] for r in runs])
             q = [r["queries_to_best"] for r in runs]
-            lines.append(f"| {t['target']} | {name} | " + " | ".join(
-                f"{vr[:, c - 1].mean():.2f} / {tr[:, c - 1].mean():.2f}" for c in cols) +
+            lines.append(f"| {t['target']} | {name} | " + " | ".join(regret_cells(runs, cols)) +
                 f" | {_median(q, budget)} ({sum(x is not None for x in q)}/{len(q)}) | "
                 f"{np.mean([r['seconds_per_query'] for r in runs]):.2f} |")
     lines += ["", "Rank of the target's best-validation entry (of 26,206) under each source's own table and under "
@@ -192,28 +193,7 @@ def summarize(result: Mapping[str, Any]) -> str:
 
 
 def _plot(result: Mapping[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    targets = result["targets"]
-    budget = result["budget"]
-    x = np.arange(1, budget + 1)
-    cols = min(3, len(targets))
-    rows = (len(targets) + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 3.4 * rows), squeeze=False)
-    for ax, t in zip(axes.flat, targets):
-        for name in result["strategies"]:
-            runs = [r for r in t["runs"] if r["strategy"] == name]
-            if runs:
-                ax.plot(x, np.mean([r["test_regret"] for r in runs], 0), label=name)
-        ax.set(title=f"target {t['target']}", xlabel="trained architectures",
-               ylabel="test regret of the pick (points)")
-    for ax in list(axes.flat)[len(targets):]:
-        ax.axis("off")
-    axes.flat[0].legend(fontsize=8)
-    fig.suptitle(f"NAS-Bench-Graph leave-one-dataset-out ({len(result['seeds'])} seeds; picked by validation)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    panels = [(f"target {t['target']}", t["runs"]) for t in result["targets"]]
+    plot_panels(panels, result["strategies"], "test_regret", result["budget"],
+                f"NAS-Bench-Graph leave-one-dataset-out ({len(result['seeds'])} seeds; picked by validation)", path,
+                ylabel="test regret of the pick (points)")

@@ -20,7 +20,7 @@ import logging
 import math
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, Mapping, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -91,13 +91,35 @@ class MetaSurrogate:
 
     def save(self, path: str | Path) -> None:
         save_checkpoint(path, "meta", self.space.signature(), {
-            "tasks": self.tasks,
-            "surrogate_config": self.config.to_dict(),
-            "sde": self.sde.to_dict(),
-            "log_noise": bool(self.sde.kind == "ve"),
-            "state": {k: v.detach().cpu() for k, v in self.surrogate.state_dict().items()},
-            "info": self.info,
+            **checkpoint_header(self.tasks, self.config, self.sde, self.info),
+            "state": cpu_state(self.surrogate),
         })
+
+
+def checkpoint_header(tasks: Sequence[str], config: SurrogateConfig, sde: SDE, info: Mapping[str, Any]
+                      ) -> Dict[str, Any]:
+    """What every ``meta`` checkpoint holds besides its weights (read back by :func:`ensemble_reader`)."""
+    return {"tasks": list(tasks), "surrogate_config": config.to_dict(), "sde": sde.to_dict(),
+            "log_noise": bool(sde.kind == "ve"), "info": dict(info)}
+
+
+def cpu_state(module: torch.nn.Module) -> Dict[str, torch.Tensor]:
+    return {k: v.detach().cpu() for k, v in module.state_dict().items()}
+
+
+def ensemble_reader(ckpt: Mapping[str, Any], space: GraphSpace, device: str = "cpu"
+                    ) -> Tuple[SDE, Callable[[Mapping[str, torch.Tensor]], SurrogateEnsemble]]:
+    """The SDE of a ``meta`` checkpoint and a function that builds one of its ensembles from weights."""
+    config = SurrogateConfig(**ckpt["surrogate_config"])
+    d = dict(ckpt["sde"])
+    sde = get_sde(d.pop("kind"), **d)
+
+    def build(state: Mapping[str, torch.Tensor]) -> SurrogateEnsemble:
+        sur = SurrogateEnsemble(space.num_types, space.adjacency, config, log_noise=bool(ckpt["log_noise"])).to(device)
+        sur.load_state_dict(state)
+        return sur
+
+    return sde, build
 
 
 def _default_sde(space: GraphSpace) -> SDE:
@@ -176,12 +198,8 @@ def load_meta(path: str | Path, space: GraphSpace, device: str = "cpu") -> "Meta
         from .sources import load_sources
 
         return load_sources(ckpt, space, device)
-    config = SurrogateConfig(**ckpt["surrogate_config"])
-    d = dict(ckpt["sde"])
-    sde = get_sde(d.pop("kind"), **d)
-    sur = SurrogateEnsemble(space.num_types, space.adjacency, config, log_noise=bool(ckpt["log_noise"])).to(device)
-    sur.load_state_dict(ckpt["state"])
-    return MetaSurrogate(space, sur, sde, ckpt["tasks"], ckpt.get("info"))
+    sde, build = ensemble_reader(ckpt, space, device)
+    return MetaSurrogate(space, build(ckpt["state"]), sde, ckpt["tasks"], ckpt.get("info"))
 
 
 def read_task_csv(space: GraphSpace, path: str | Path, column: Optional[str] = None,

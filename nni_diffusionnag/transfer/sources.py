@@ -38,11 +38,12 @@ import torch
 from torch import nn
 
 from ..diffusion.decoding import to_features
-from ..diffusion.sde import SDE, get_sde
+from ..diffusion.sde import SDE
 from ..nn.config import SurrogateConfig
 from ..nn.surrogate import SurrogateEnsemble
-from ..prior.checkpoint import load_checkpoint, save_checkpoint
+from ..prior.checkpoint import save_checkpoint
 from ..space.base import GraphSpace
+from .meta import checkpoint_header, cpu_state, ensemble_reader, train_meta
 
 __all__ = ["SourceTasks", "WeightedSources", "source_weights", "train_sources", "load_sources", "MIN_RESULTS",
            "DEFAULT_SOURCE_CONFIG"]
@@ -152,13 +153,8 @@ class SourceTasks:
 
     def save(self, path: str | Path) -> None:
         save_checkpoint(path, "meta", self.space.signature(), {
-            "tasks": self.tasks,
-            "surrogate_config": self.config.to_dict(),
-            "sde": self.sde.to_dict(),
-            "log_noise": bool(self.sde.kind == "ve"),
-            "sources": {t: {k: v.detach().cpu() for k, v in s.state_dict().items()}
-                        for t, s in zip(self.tasks, self.surrogates)},
-            "info": self.info,
+            **checkpoint_header(self.tasks, self.config, self.sde, self.info),
+            "sources": {t: cpu_state(s) for t, s in zip(self.tasks, self.surrogates)},
         })
 
 
@@ -167,8 +163,6 @@ def train_sources(space: GraphSpace, tasks: Mapping[str, Tuple[np.ndarray, np.nd
                   sde: Optional[SDE] = None, seed: int = 0, output: Optional[str | Path] = None,
                   progress: bool = True, device: str = "cpu", labels: str = "rank") -> SourceTasks:
     """One meta-surrogate per task (:func:`.meta.train_meta` on each alone), saved together."""
-    from .meta import train_meta
-
     if len(tasks) < 2:
         raise ValueError(f"per-task sources need at least 2 tasks, got {len(tasks)}; one task is a plain "
                          "meta-surrogate (train_meta)")
@@ -188,12 +182,5 @@ def train_sources(space: GraphSpace, tasks: Mapping[str, Tuple[np.ndarray, np.nd
 
 def load_sources(ckpt: Mapping[str, Any], space: GraphSpace, device: str = "cpu") -> SourceTasks:
     """:class:`SourceTasks` from a loaded ``meta`` checkpoint that holds ``sources``."""
-    config = SurrogateConfig(**ckpt["surrogate_config"])
-    d = dict(ckpt["sde"])
-    sde = get_sde(d.pop("kind"), **d)
-    surrogates = {}
-    for name in ckpt["tasks"]:
-        sur = SurrogateEnsemble(space.num_types, space.adjacency, config, log_noise=bool(ckpt["log_noise"])).to(device)
-        sur.load_state_dict(ckpt["sources"][name])
-        surrogates[name] = sur
-    return SourceTasks(space, surrogates, sde, ckpt.get("info"))
+    sde, build = ensemble_reader(ckpt, space, device)
+    return SourceTasks(space, {name: build(ckpt["sources"][name]) for name in ckpt["tasks"]}, sde, ckpt.get("info"))
