@@ -62,12 +62,15 @@ def test_sources_roundtrip_and_combine(two_sources):
     # each source learned its own task, not their average
     assert np.corrcoef(each[0], _convs(x))[0, 1] > 0.8 and np.corrcoef(each[1], _pools(x))[0, 1] > 0.8
     combined = sources.combine(np.array([0.7, 0.0]))
-    assert len(combined.sources) == 1  # a source without weight is not evaluated
+    assert combined.stack.num_members == TINY.ensemble  # a source without weight is not evaluated
     feats = torch.nn.functional.one_hot(torch.as_tensor(x), space.num_types).float() * 2 - 1
     level = sources.sde.noise_level(torch.full((len(x),), 1e-5))
     mean, std = combined(feats, level)
     np.testing.assert_allclose(mean.detach().numpy(), 0.7 * each[0], rtol=1e-4, atol=1e-4)
     assert float(std.abs().max()) == 0.0
+    # both sources in one batched call: the weighted sum of their own predictions
+    mean, _ = sources.combine(np.array([0.3, 0.5]))(feats, level)
+    np.testing.assert_allclose(mean.detach().numpy(), 0.3 * each[0] + 0.5 * each[1], rtol=1e-4, atol=1e-4)
     with pytest.raises(ValueError, match="at least 2 tasks"):
         train_sources(space, {"one": (x, _convs(x))}, TINY, progress=False)
 

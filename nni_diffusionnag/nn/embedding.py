@@ -26,9 +26,13 @@ class NoiseEmbedding(nn.Module):
         self.log_input = log_input
         self.mlp = nn.Sequential(nn.Linear(dim, dim * 2), nn.SiLU(), nn.Linear(dim * 2, dim))
 
-    def forward(self, level: torch.Tensor) -> torch.Tensor:
+    def sinusoid(self, level: torch.Tensor) -> torch.Tensor:
+        """``[B, dim]``: the fixed sinusoidal features the MLP reads (no weights)."""
         v = 100.0 * torch.log(level.clamp_min(1e-8)) if self.log_input else 1000.0 * level
         half = self.dim // 2
         freqs = torch.exp(-math.log(10000.0) * torch.arange(half, device=v.device, dtype=v.dtype) / half)
         ang = v[:, None] * freqs[None, :]
-        return self.mlp(torch.cat([torch.sin(ang), torch.cos(ang)], dim=-1))
+        return torch.cat([torch.sin(ang), torch.cos(ang)], dim=-1)
+
+    def forward(self, level: torch.Tensor) -> torch.Tensor:
+        return self.mlp(self.sinusoid(level))

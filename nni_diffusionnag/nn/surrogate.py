@@ -15,17 +15,18 @@ acquisition functions (UCB, EI).
 from __future__ import annotations
 
 import logging
-from typing import Dict, Tuple
+from typing import Optional, Tuple
 
 import numpy as np
 import torch
 from torch import nn
-from torch.func import functional_call, stack_module_state, vmap
+from torch.func import stack_module_state
 from torch_geometric.nn import DenseGraphConv
 
 from ..diffusion.sde import SDE
 from .config import SurrogateConfig
 from .embedding import NoiseEmbedding
+from .stacked import StackedWeights, stack_members, stacked_forward, weights_from_params
 
 __all__ = ["SurrogateConfig", "GraphSurrogate", "SurrogateEnsemble", "fit_surrogate"]
 
@@ -87,30 +88,34 @@ class SurrogateEnsemble(nn.Module):
         )
         self.register_buffer("y_mean", torch.zeros(()))
         self.register_buffer("y_std", torch.ones(()))
+        self._stack: Optional[StackedWeights] = None
+        self._stack_key: Optional[tuple] = None
 
     def member_predictions(self, x: torch.Tensor, noise_level: torch.Tensor) -> torch.Tensor:
         """Every member's prediction ``[M, B]`` in the property's units (Thompson samples of the
-        ensemble: each member is one draw of a plausible function)."""
-        # a plain loop: at inference it is faster than vmap over freshly stacked weights on a CPU
-        preds = torch.stack([member(x, noise_level) for member in self.members])  # [M, B]
+        ensemble: each member is one draw of a plausible function).
+
+        In eval mode (guidance, ranking) all members run as one batched network (nn/stacked.py),
+        whose weight snapshot is retaken whenever a weight changed in place (a fit, a load);
+        gradients then reach ``x`` only. In train mode: member by member."""
+        if self.training:
+            preds = torch.stack([member(x, noise_level) for member in self.members])  # [M, B]
+        else:
+            preds = stacked_forward(self._stacked(), self.members[0], x, noise_level)
         return preds * self.y_std + self.y_mean
+
+    def _stacked(self) -> StackedWeights:
+        # every in-place update (optimiser step, copy_, load_state_dict) bumps a tensor's version;
+        # .to() and deepcopy give new storage
+        key = tuple((p.data_ptr(), p._version) for p in self.parameters())
+        if self._stack_key != key:
+            self._stack, self._stack_key = stack_members(list(self.members)), key
+        return self._stack
 
     def forward(self, x: torch.Tensor, noise_level: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         preds = self.member_predictions(x, noise_level)
         std = preds.std(0, unbiased=False) if len(self.members) > 1 else torch.zeros_like(preds[0])
         return preds.mean(0), std
-
-
-def _vmapped(template: nn.Module, params: Dict[str, torch.Tensor], buffers: Dict[str, torch.Tensor],
-             x: torch.Tensor, noise_level: torch.Tensor, batched_inputs: bool = True) -> torch.Tensor:
-    """Run all members at once with ``torch.func.vmap`` over their stacked weights: in training,
-    one batched call and one optimiser step for the whole ensemble (about 1.7x faster on a CPU)."""
-
-    def one(p: Dict[str, torch.Tensor], b: Dict[str, torch.Tensor], xx: torch.Tensor, lv: torch.Tensor) -> torch.Tensor:
-        return functional_call(template, (p, b), (xx, lv))
-
-    in_dims = (0, 0, 0, 0) if batched_inputs else (0, 0, None, None)
-    return vmap(one, in_dims=in_dims, randomness="different")(params, buffers, x, noise_level)
 
 
 def _reset_parameters(module: nn.Module) -> None:
@@ -150,8 +155,11 @@ def fit_surrogate(ensemble: SurrogateEnsemble, x0: torch.Tensor, y: torch.Tensor
             torch.manual_seed(seed * 1000 + k)
             _reset_parameters(member)
     ensemble.train()
-    params, buffers = stack_module_state(members)  # leaves [M, ...] trained jointly, one optimiser
-    opt = torch.optim.AdamW(params.values(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    # leaves [M, ...] trained jointly, one optimiser, all members in one batched network per step
+    # (nn/stacked.py; 1.4x faster than vmap over the members on this CPU)
+    params, _ = stack_module_state(members)
+    # fused: one kernel for all parameters instead of ~10 small ops each (a quarter of a CPU fit)
+    opt = torch.optim.AdamW(params.values(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
     n = len(x0)
     if cfg.bootstrap and m > 1:  # each member sees its own resample of the data
         pools = torch.randint(0, n, (m, n), generator=gen, device=device)
@@ -171,7 +179,7 @@ def fit_surrogate(ensemble: SurrogateEnsemble, x0: torch.Tensor, y: torch.Tensor
         mean, std = sde.marginal_prob(xb.reshape(m * bsz, *xb.shape[2:]), flat_t)
         xt = (mean + std[:, None, None] * torch.randn(mean.shape, generator=gen, device=device)).reshape(xb.shape)
         level = sde.noise_level(flat_t).reshape(m, bsz)
-        pred = _vmapped(members[0], params, buffers, xt, level, batched_inputs=True)
+        pred = stacked_forward(weights_from_params(params), members[0], xt, level)  # [M, b]
         loss = ((pred - yb) ** 2).mean() * m  # sum over members of their mean losses
         opt.zero_grad(set_to_none=True)
         loss.backward()

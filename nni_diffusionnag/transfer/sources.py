@@ -40,6 +40,7 @@ from torch import nn
 from ..diffusion.decoding import to_features
 from ..diffusion.sde import SDE
 from ..nn.config import SurrogateConfig
+from ..nn.stacked import stack_members, stacked_forward
 from ..nn.surrogate import SurrogateEnsemble
 from ..prior.checkpoint import save_checkpoint
 from ..space.base import GraphSpace
@@ -107,17 +108,25 @@ class WeightedSources(nn.Module):
                  ) -> None:
         super().__init__()
         weights = np.asarray(weights, dtype=np.float64)
-        active = [i for i, w in enumerate(weights) if w != 0.0]  # a source without weight costs nothing
-        self.sources = nn.ModuleList([sources[i] for i in active])
-        self.register_buffer("weights", torch.as_tensor(weights[active], dtype=torch.float32))
+        active = [sources[i] for i, w in enumerate(weights) if w != 0.0]  # a source without weight costs nothing
+        w_active = [float(w) for w in weights if w != 0.0]
+        self.template = active[0].members[0] if active else None
+        # all members of all weighted sources in one batched network (nn/stacked.py): the sum over
+        # sources and their members' mean is then one linear map of the members' raw outputs
+        self.stack = stack_members([m for s in active for m in s.members]) if active else None
+        coef = [w * float(s.y_std) / len(s.members) for w, s in zip(w_active, active) for _ in s.members]
+        self.register_buffer("coef", torch.tensor(coef, dtype=torch.float32))
+        self.register_buffer("offset", torch.tensor(sum(w * float(s.y_mean) for w, s in zip(w_active, active)),
+                                                    dtype=torch.float32))
         self.residual = residual
         # the label scale the generator divides guidance by: every term here is in standardised units
         self.register_buffer("y_std", torch.ones(()))
 
     def forward(self, x: torch.Tensor, noise_level: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
-        mean = x.new_zeros(len(x))
-        for w, source in zip(self.weights, self.sources):
-            mean = mean + w * source(x, noise_level)[0]
+        if self.stack is None:
+            mean = x.new_zeros(len(x))
+        else:
+            mean = self.coef.to(x.device) @ stacked_forward(self.stack, self.template, x, noise_level) + self.offset
         if self.residual is None:
             return mean, torch.zeros_like(mean)
         r_mean, r_std = self.residual(x, noise_level)
