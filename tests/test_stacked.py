@@ -56,3 +56,19 @@ def test_ensemble_eval_follows_its_weights_through_a_refit():
     after = ens.member_predictions(x, level)
     assert not torch.allclose(after, before)  # the snapshot was retaken, not reused
     torch.testing.assert_close(after, loop(), rtol=1e-5, atol=1e-5)
+
+
+def test_a_deep_copy_evaluates_its_own_weights():
+    import copy
+
+    ens = SurrogateEnsemble(9, _chain(6), SurrogateConfig(hidden=16, num_layers=2, ensemble=2)).eval()
+    x, level = torch.randn(5, 6, 9), torch.rand(5) + 0.05
+    before = ens.member_predictions(x, level)  # snapshot taken
+    twin = copy.deepcopy(ens)  # as the meta-surrogate hands out a copy to fine-tune
+    with torch.no_grad():
+        for p in twin.parameters():
+            p.add_(0.1)
+    torch.testing.assert_close(twin.member_predictions(x, level),
+                               torch.stack([m(x, level) for m in twin.members]) * twin.y_std + twin.y_mean,
+                               rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(ens.member_predictions(x, level), before)  # the original is untouched

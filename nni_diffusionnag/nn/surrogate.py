@@ -90,6 +90,7 @@ class SurrogateEnsemble(nn.Module):
         self.register_buffer("y_std", torch.ones(()))
         self._stack: Optional[StackedWeights] = None
         self._stack_key: Optional[tuple] = None
+        self._params: Optional[list] = None
 
     def member_predictions(self, x: torch.Tensor, noise_level: torch.Tensor) -> torch.Tensor:
         """Every member's prediction ``[M, B]`` in the property's units (Thompson samples of the
@@ -106,8 +107,11 @@ class SurrogateEnsemble(nn.Module):
 
     def _stacked(self) -> StackedWeights:
         # every in-place update (optimiser step, copy_, load_state_dict) bumps a tensor's version;
-        # .to() and deepcopy give new storage
-        key = tuple((p.data_ptr(), p._version) for p in self.parameters())
+        # .to() and deepcopy give new storage. The parameter list is taken once (walking the
+        # module tree at every guidance step cost 2 ms a call).
+        if self._params is None:
+            self._params = list(self.parameters())
+        key = tuple((p.data_ptr(), p._version) for p in self._params)
         if self._stack_key != key:
             self._stack, self._stack_key = stack_members(list(self.members)), key
         return self._stack
