@@ -12,7 +12,7 @@ from nni_diffusionnag.search.config import SearchConfig
 from nni_diffusionnag.search.core import SearchCore
 from nni_diffusionnag.space import NasBench201Space
 from nni_diffusionnag.transfer.meta import load_meta
-from nni_diffusionnag.transfer.sources import MIN_RESULTS, SourceTasks, source_weights, train_sources
+from nni_diffusionnag.transfer.sources import MIN_RESULTS, SourceTasks, effective_weights, source_weights, train_sources
 
 TINY = SurrogateConfig(hidden=16, num_layers=2, ensemble=2, steps=300, batch_size=128, lr=3e-3)
 
@@ -40,6 +40,12 @@ def test_weights_follow_how_each_source_ranks_the_target():
     assert w.tolist() == [0.5, 0.5] and c == 1.0
     with pytest.raises(ValueError, match=r"predictions must be \[S, 12\]"):
         source_weights(np.zeros((2, 5)), y)
+
+
+def test_sources_with_a_tiny_share_are_dropped():
+    np.testing.assert_allclose(effective_weights(np.array([0.6, 0.32, 0.08]), 0.5), [0.3, 0.16, 0.0])
+    np.testing.assert_allclose(effective_weights(np.array([0.2] * 5), 1.0), [0.2] * 5)  # the first consensus
+    assert not effective_weights(np.zeros(3), 0.0).any()
 
 
 @pytest.fixture(scope="module")

@@ -5,11 +5,13 @@ ensemble of ``M`` members called one after another costs ``M`` small networks' w
 launches and small matrix products. Here the members' weights are stacked along a leading
 ``[M]`` axis and each layer runs once for all of them as a batched matrix product; a layer's two
 directed convolutions and their root terms are fused into one product over ``[A h, A^T h, h]``.
-Same function, same numbers (to float rounding; tests/test_stacked.py), about 1.4-1.6x faster for
-2-10 members on this CPU (docs/benchmarks.md §4.1).
+Same function, same numbers (to float rounding; tests/test_stacked.py), 1.4-1.7x faster for
+2-10 members on this CPU than a loop over the members (inference) or ``torch.func.vmap`` over them
+(training); measured in docs/benchmarks.md §3 and §4.1.
 
-The stacked weights are a detached snapshot: this path is for inference (guidance, ranking),
-where gradients flow to the input ``x`` only; training goes through ``fit_surrogate``.
+:func:`stack_members` takes a detached snapshot for inference (guidance, ranking: gradients reach
+the input ``x`` only); ``fit_surrogate`` trains the stacked leaves themselves through
+:func:`weights_from_params`.
 """
 
 from __future__ import annotations

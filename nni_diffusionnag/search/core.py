@@ -472,19 +472,20 @@ class SearchCore:
     def _refit_from_sources(self, history: List[Tuple[Key, float]]) -> None:
         """Weigh the source tasks by the target's results so far, then fit the loop's surrogate to
         what their weighted prediction misses (transfer/sources.py has the formula and its reasons)."""
-        from ..transfer.sources import source_weights
+        from ..transfer.sources import effective_weights, source_weights
 
         gen = self.generator
         types = np.array([k for k, _ in history])
         y = standardise(self._to_maximise([v for _, v in history]), "rank")
         predictions = self.meta.predict_each(types, eps=self.config.prior.sampler.eps)
         w, c = source_weights(predictions, y)
+        eff = effective_weights(w, c)  # sources with a tiny share dropped: they cost guidance time
         gen.surrogate = None  # a fresh residual model of the configured kind
-        gen.fit(types, y - c * (w @ predictions))
-        gen.surrogate = self.meta.combine(c * w, residual=gen.surrogate)
+        gen.fit(types, y - eff @ predictions)
+        gen.surrogate = self.meta.combine(eff, residual=gen.surrogate)
         gen.best_value = float(y.max())
         self._fitted_on = len(history)
-        self.source_weights = {t: float(c * wi) for t, wi in zip(self.meta.tasks, w)}
+        self.source_weights = {t: float(e) for t, e in zip(self.meta.tasks, eff)}
         _logger.info("DiffusionNAG: source weights after %d results: %s", len(history),
                      ", ".join(f"{t} {v:.2f}" for t, v in self.source_weights.items()))
 

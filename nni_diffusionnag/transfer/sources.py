@@ -20,7 +20,8 @@ In the standardised (rank-normal) units every task is trained in, the target pre
   ``tau_s <= 0``) is searched as if there were no sources at all.
 
 Before ``min_results`` target results the weights are equal and ``c = 1``: the first proposals
-are the sources' consensus. The combination is a stack of a prior mean and a residual model in
+are the sources' consensus. A source whose share ``c * w_s`` is below ``MIN_WEIGHT`` is dropped
+(:func:`effective_weights`): it would cost guidance time for next to no change of the prediction. The combination is a stack of a prior mean and a residual model in
 the spirit of Google Vizier's transfer (Golovin et al., KDD 2017), with rank-based weights as in
 ranking-weighted ensembles (Feurer et al., 2018).
 """
@@ -46,13 +47,16 @@ from ..prior.checkpoint import save_checkpoint
 from ..space.base import GraphSpace
 from .meta import checkpoint_header, cpu_state, ensemble_reader, train_meta
 
-__all__ = ["SourceTasks", "WeightedSources", "source_weights", "train_sources", "load_sources", "MIN_RESULTS",
-           "DEFAULT_SOURCE_CONFIG"]
+__all__ = ["SourceTasks", "WeightedSources", "source_weights", "effective_weights", "train_sources", "load_sources",
+           "MIN_RESULTS", "MIN_WEIGHT", "DEFAULT_SOURCE_CONFIG"]
 
 _logger = logging.getLogger(__name__)
 
 #: Target results before the weights are read from them (Kendall's tau on fewer is mostly noise).
 MIN_RESULTS = 5
+
+#: Smallest share ``c * w_s`` of the prior mean a source keeps (:func:`effective_weights`).
+MIN_WEIGHT = 0.05
 
 #: Per-source training settings: the meta-surrogate's, with 2 members instead of 5. Only the
 #: sources' mean is used (the spread comes from the residual model), and every member of every
@@ -94,6 +98,17 @@ def source_weights(predictions: np.ndarray, targets: np.ndarray, min_results: in
     w = w / w.sum()
     tau_c = _kendall(w @ predictions, targets)
     return w, max(0.0, math.sin(math.pi / 2 * tau_c))
+
+
+def effective_weights(weights: np.ndarray, scale: float, min_weight: float = MIN_WEIGHT) -> np.ndarray:
+    """``[S]``: ``scale * weights`` with every entry below ``min_weight`` set to 0.
+
+    A source with a tiny share of the prior mean changes it by less than the residual model's own
+    error, yet costs as much guidance time as any other (all its members run at every sampler
+    step); dropped, it costs nothing (:class:`WeightedSources` skips zero weights).
+    """
+    eff = scale * np.asarray(weights, dtype=np.float64)
+    return np.where(eff >= min_weight, eff, 0.0)
 
 
 class WeightedSources(nn.Module):
