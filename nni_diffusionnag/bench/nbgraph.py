@@ -293,6 +293,12 @@ def run_nbgraph_bench(output: str | Path, datasets: Sequence[str] = DATASETS, se
     if budget < 1:
         raise ValueError(f"budget must be >= 1, got {budget}")
     refs, runs = {}, []
+    out = Path(output)
+    result = {"machine": machine_info(), "budget": budget, "seeds": seeds, "datasets": list(datasets),
+              "strategies": list(strategies), "tables": refs,
+              "note": "metric = table validation performance (%); test regret = best test - test of the "
+                      "best-by-validation pick; sequential engine, one trial at a time",
+              "runs": runs}
     with tqdm(total=len(datasets) * len(strategies) * len(seeds), desc="bench nbgraph", unit="run") as bar:
         for dataset in datasets:
             table = load_table(dataset)
@@ -307,12 +313,8 @@ def run_nbgraph_bench(output: str | Path, datasets: Sequence[str] = DATASETS, se
                                  dataset, name, seed, run["valid_regret"][-1], run["test_regret"][-1],
                                  run["queries_to_best"], run["seconds_per_query"])
                     bar.update(1)
-    result = {"machine": machine_info(), "budget": budget, "seeds": seeds, "datasets": list(datasets),
-              "strategies": list(strategies), "tables": refs,
-              "note": "metric = table validation performance (%); test regret = best test - test of the "
-                      "best-by-validation pick; sequential engine, one trial at a time",
-              "runs": runs, "peak_rss_mb": round(peak_rss_mb(), 1)}
-    out = Path(output)
+            write_json(out / "nbgraph.json", result)  # whole datasets so far survive an interruption
+    result["peak_rss_mb"] = round(peak_rss_mb(), 1)
     write_json(out / "nbgraph.json", result)
     _plot(result, out / "nbgraph.png")
     return result
