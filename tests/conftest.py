@@ -49,7 +49,10 @@ def tiny_prior_path(tmp_path_factory) -> Path:
     from nni_diffusionnag.space import NasBench201Space
     from nni_diffusionnag.prior.training import TrainConfig, train_prior
 
+    import torch
+
     space = NasBench201Space()
+    torch.manual_seed(0)  # the network's initial weights: the same prior whichever test asks first
     prior = DiffusionPrior(space, net_config=ScoreNetConfig(num_layers=1, d_model=32, num_heads=2, d_ff=64), device="cpu")
     train_prior(prior, space.enumerate_types(), TrainConfig(steps=150, batch_size=128, lr=3e-3, warmup=10), progress=False)
     path = tmp_path_factory.mktemp("prior") / "tiny.pt"

@@ -133,7 +133,7 @@ def test_the_search_core_refits_a_gp_after_every_result_on_a_decision_chain(capl
                                           surrogate={"hidden": 8, "steps": 10, "ensemble": 2}, **kwargs)
         return SearchCore(space, config, prior=ProductPrior(space, device="cpu"))
 
-    assert core(NasBench201Space()).batch_size == 5
+    assert core(NasBench201Space()).batch_size == 2
     assert core(_space(), batch_size=3).batch_size == 3
     space = _space()
     with caplog.at_level(logging.INFO, logger="nni_diffusionnag.search.core"):

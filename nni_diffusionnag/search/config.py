@@ -91,8 +91,9 @@ class LoopConfig:
 
     ``batch_size`` architectures are proposed per round (more: fewer refits, less adaptivity;
     None, the default: 1 where the surrogate is the GP over decisions, which refits in
-    milliseconds, so every result counts before the next proposal, and 5 with the GNN ensemble,
-    whose refit takes seconds; docs/benchmarks.md §8 measures it);
+    milliseconds, so every result counts before the next proposal (docs/benchmarks.md §8), and 2
+    with the GNN ensemble, whose refit takes about a second: on NB201 2 needed fewer trained
+    architectures than 5 and as few as 1 at half its cost (docs/benchmarks.md §3);
     the first ``warmup`` come from the unguided prior; ``n_candidates`` graphs are generated per
     round before ranking; the search stops after ``patience`` rounds in a row that yield nothing
     new; ``seed`` (None: drawn and logged) seeds every random stream. ``threads``: torch CPU

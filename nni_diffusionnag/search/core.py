@@ -184,9 +184,9 @@ class SearchCore:
                 self._init_meta(prior)
 
         # proposals per refit: the configured ones, else 1 with a GP (refits cost milliseconds) and
-        # 5 with the GNN ensemble (seconds); config.LoopConfig says why
+        # 2 with the GNN ensemble (about a second); config.LoopConfig says why
         kind = surrogate_kind(space, self.generator.surrogate_config)
-        self.batch_size = config.loop.batch_size or (1 if kind == "gp" else 5)
+        self.batch_size = config.loop.batch_size or (1 if kind == "gp" else 2)
         # a batch_size that was set is checked by LoopConfig; the one picked here is checked here
         if config.loop.batch_size is None and config.loop.n_candidates < self.batch_size:
             raise ValueError(f"DiffusionNAG: n_candidates={config.loop.n_candidates} must be >= the batch size "
