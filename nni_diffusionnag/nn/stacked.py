@@ -21,6 +21,7 @@ from typing import List, Mapping, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
+from torch.func import stack_module_state
 
 __all__ = ["StackedWeights", "stack_members", "stacked_forward", "weights_from_params"]
 
@@ -78,9 +79,7 @@ def stack_members(members: Sequence[torch.nn.Module]) -> StackedWeights:
     shapes = {tuple((k, tuple(v.shape)) for k, v in m.state_dict().items()) for m in members}
     if len(shapes) != 1:
         raise ValueError("stacked members must have the same configuration (hidden size, layers, read-out)")
-    names = [name for name, _ in members[0].named_parameters()]
-    return weights_from_params({name: torch.stack([dict(m.named_parameters())[name] for m in members])
-                                for name in names})
+    return weights_from_params(stack_module_state(list(members))[0])  # the stacking fit_surrogate trains
 
 
 def stacked_forward(weights: StackedWeights, template: torch.nn.Module, x: torch.Tensor,

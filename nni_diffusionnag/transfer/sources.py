@@ -123,16 +123,15 @@ class WeightedSources(nn.Module):
                  ) -> None:
         super().__init__()
         weights = np.asarray(weights, dtype=np.float64)
-        active = [sources[i] for i, w in enumerate(weights) if w != 0.0]  # a source without weight costs nothing
-        w_active = [float(w) for w in weights if w != 0.0]
+        pairs = [(float(w), s) for w, s in zip(weights, sources) if w != 0.0]  # a source without weight costs nothing
+        active = [s for _, s in pairs]
         self.template = active[0].members[0] if active else None
         # all members of all weighted sources in one batched network (nn/stacked.py): the sum over
         # sources and their members' mean is then one linear map of the members' raw outputs
         self.stack = stack_members([m for s in active for m in s.members]) if active else None
-        coef = [w * float(s.y_std) / len(s.members) for w, s in zip(w_active, active) for _ in s.members]
+        coef = [w * float(s.y_std) / len(s.members) for w, s in pairs for _ in s.members]
         self.register_buffer("coef", torch.tensor(coef, dtype=torch.float32))
-        self.register_buffer("offset", torch.tensor(sum(w * float(s.y_mean) for w, s in zip(w_active, active)),
-                                                    dtype=torch.float32))
+        self.register_buffer("offset", torch.tensor(sum(w * float(s.y_mean) for w, s in pairs), dtype=torch.float32))
         self.residual = residual
         # the label scale the generator divides guidance by: every term here is in standardised units
         self.register_buffer("y_std", torch.ones(()))
