@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from nni_diffusionnag.nn.config import SurrogateConfig
-from nni_diffusionnag.nn.stacked import stack_members, stacked_forward
+from nni_diffusionnag.nn.stacked import node_mixing, stack_members, stacked_forward
 from nni_diffusionnag.nn.surrogate import GraphSurrogate, SurrogateEnsemble, fit_surrogate
 from nni_diffusionnag.diffusion.sde import VESDE
 
@@ -72,3 +72,14 @@ def test_a_deep_copy_evaluates_its_own_weights():
                                torch.stack([m(x, level) for m in twin.members]) * twin.y_std + twin.y_mean,
                                rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(ens.member_predictions(x, level), before)  # the original is untouched
+
+
+def test_node_mixing_sums_the_three_directed_parts():
+    adj = torch.as_tensor(_chain(5), dtype=torch.float32)
+    mixing, degrees = node_mixing(adj)
+    u = torch.randn(4, 5, 3, 6)  # [B, N, part, H], as a layer's product lays it out
+    expected = adj @ u[:, :, 0] + adj.t() @ u[:, :, 1] + u[:, :, 2]
+    torch.testing.assert_close(mixing @ u.reshape(4, 15, 6), expected)
+    # a shift that is the same on every node reaches node i as (row sum of each part) x shift
+    shift = torch.randn(3, 6)
+    torch.testing.assert_close(mixing @ shift.expand(5, 3, 6).reshape(15, 6), degrees.t() @ shift)
