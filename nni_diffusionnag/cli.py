@@ -327,7 +327,23 @@ def _check_bench(args: argparse.Namespace) -> None:
     if args.which == "multiobjective":
         from .bench.multiobjective import COSTS, METHODS
 
-        _check_names("bench multiobjective", "methods", args.methods, METHODS)
+        # an ablation 'DiffusionNAG-MO:key=value' (NB201 costs) is checked by its method's name
+        _check_names("bench multiobjective", "methods", ",".join(m.split(":")[0] for m in args.methods.split(",")),
+                     METHODS)
+        if ":" in args.methods and "latency" in args.costs.split(","):
+            raise CliError("bench multiobjective: method settings ('DiffusionNAG-MO:key=value') are read on the "
+                           "NB201 costs (params, flops) only; run --costs latency without them")
+        from .bench.search import ablation_kwargs
+        from .search.config import SearchConfig
+
+        for name in args.methods.split(","):
+            if ":" in name:  # its settings are checked as the strategy checks them
+                if not name.startswith("DiffusionNAG"):
+                    raise CliError(f"bench multiobjective: method {name!r}: only the DiffusionNAG methods take settings")
+                try:
+                    SearchConfig.from_kwargs(**ablation_kwargs(name))
+                except ValueError as err:
+                    raise CliError(f"bench multiobjective: method {name!r}: {err}") from None
         _check_names("bench multiobjective", "costs", args.costs, COSTS)
         if {"NSGAII", "TPE"} & set(args.methods.split(",")):
             try:

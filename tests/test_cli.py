@@ -65,6 +65,12 @@ def test_unknown_space_is_a_clear_error(capsys):
      "bench search: strategy 'DiffusionNAG:local_fractoin=0': DiffusionNAG: unknown argument(s) ['local_fractoin']"),
     (["bench", "search", "--table", "{csv}", "--strategies", "DiffusionNAG:surrogate.labels=ranks"],
      "surrogate labels 'ranks' is not one of ['rank', 'zscore']"),
+    (["bench", "multiobjective", "--table", "{csv}", "--costs", "params", "--methods", "DiffusionNAG-MO:batch_sise=5"],
+     "bench multiobjective: method 'DiffusionNAG-MO:batch_sise=5': DiffusionNAG: unknown argument(s) ['batch_sise']"),
+    (["bench", "multiobjective", "--table", "{csv}", "--costs", "params", "--methods", "Random:warmup=5"],
+     "only the DiffusionNAG methods take settings"),
+    (["bench", "multiobjective", "--costs", "latency", "--methods", "DiffusionNAG-MO:batch_size=5"],
+     "are read on the NB201 costs (params, flops) only"),
 ])
 def test_cli_checks_arguments_before_any_work(argv, message, capsys, tmp_path):
     argv = [a.replace("{csv}", str(tmp_path / "t.csv")) for a in argv]

@@ -121,7 +121,7 @@ def test_state_dict_round_trip_predicts_the_same():
 
 
 def test_the_search_core_refits_a_gp_after_every_result_on_a_decision_chain(caplog):
-    """batch_size=None: one proposal per refit with the GP (a chain of decisions), five with the GNN
+    """batch_size=None: one proposal per refit with the GP (a chain of decisions), two with the GNN
     (NB201's cell); an explicit batch_size wins."""
     import logging
 
@@ -145,3 +145,22 @@ def test_the_search_core_refits_a_gp_after_every_result_on_a_decision_chain(capl
             chain.observe(sample, float(_truth(space, types[None])[0]))
     assert isinstance(chain.generator.surrogate, GPSurrogate)
     assert len(chain.generator.surrogate.alpha) == 5  # refitted on the 5 results before the 6th proposal
+
+
+def test_default_warmup_follows_the_surrogate():
+    """warmup=None: 5 unguided architectures with the GNN ensemble, 10 with the GP; none with a
+    meta-predictor; an explicit warmup wins."""
+    from nni_diffusionnag.prior.exact import ProductPrior
+    from nni_diffusionnag.search.core import SearchCore
+
+    def core(space, **kwargs):
+        config = SearchConfig.from_kwargs(seed=0, n_candidates=20, device="cpu", sampler={"num_steps": 8},
+                                          surrogate={"hidden": 8, "steps": 10, "ensemble": 2}, **kwargs)
+        return SearchCore(space, config, prior=ProductPrior(space, device="cpu"))
+
+    assert core(NasBench201Space()).warmup == 5
+    assert core(_space()).warmup == 10
+    assert core(NasBench201Space(), warmup=7).warmup == 7
+    assert core(_space(), warmup=0).warmup == 0
+    with pytest.raises(ValueError, match="warmup"):
+        SearchConfig.from_kwargs(warmup=-1)

@@ -54,18 +54,20 @@ def _table(table: str | Path, column: str, cost: str) -> Dict[str, Any]:
             "true_hv": hypervolume(y[front], ref), "front_size": int(front.sum())}
 
 
-def _run_diffusionnag(t: Dict[str, Any], cost: str, seed: int, budget: int, mode: str, device: str) -> List[int]:
+def _run_diffusionnag(t: Dict[str, Any], cost: str, seed: int, budget: int, mode: str, device: str,
+                      extra: Optional[Dict[str, Any]] = None) -> List[int]:
     from ..search.config import SearchConfig
     from ..search.core import SearchCore
 
     space = t["space"]
+    extra = extra or {}
     if mode == "MO":
-        config = SearchConfig.from_kwargs(seed=seed, device=device, objectives=[cost])
+        config = SearchConfig.from_kwargs(seed=seed, device=device, objectives=[cost], **extra)
         value = lambda i: float(t["acc"][i])  # noqa: E731
     else:
         lo, hi = t["y"].min(axis=0), t["y"].max(axis=0)
         norm = (t["y"] - lo) / (hi - lo)
-        config = SearchConfig.from_kwargs(seed=seed, device=device)
+        config = SearchConfig.from_kwargs(seed=seed, device=device, **extra)
         value = lambda i: float(0.5 * norm[i, 0] + 0.5 * norm[i, 1])  # noqa: E731
     return search_nb201_table(SearchCore(space, config), value, budget)
 
@@ -94,16 +96,28 @@ def _run_optuna(t: Dict[str, Any], seed: int, budget: int, sampler_name: str) ->
     return rows
 
 
+def method_name(method: str) -> str:
+    """The method of an ablation name: ``'DiffusionNAG-MO:batch_size=5'`` -> ``'DiffusionNAG-MO'``."""
+    return method.split(":")[0]
+
+
 def run_one(t: Dict[str, Any], method: str, cost: str, seed: int, budget: int, device: str = "cpu") -> Dict[str, Any]:
+    """One search; ``method`` is one of :data:`METHODS`, and a DiffusionNAG method may carry settings
+    as ``'DiffusionNAG-MO:key=value:...'`` (read as ``bench search`` reads its ablations)."""
+    from .search import ablation_kwargs
+
+    extra = ablation_kwargs(method)
+    if extra and not method.startswith("DiffusionNAG"):
+        raise ValueError(f"{method!r}: only the DiffusionNAG methods take settings")
     runners: Dict[str, Callable[[], List[int]]] = {
-        "DiffusionNAG-MO": lambda: _run_diffusionnag(t, cost, seed, budget, "MO", device),
-        "DiffusionNAG-sum": lambda: _run_diffusionnag(t, cost, seed, budget, "sum", device),
+        "DiffusionNAG-MO": lambda: _run_diffusionnag(t, cost, seed, budget, "MO", device, extra),
+        "DiffusionNAG-sum": lambda: _run_diffusionnag(t, cost, seed, budget, "sum", device, extra),
         "Random": lambda: _run_random(t, seed, budget),
         "NSGAII": lambda: _run_optuna(t, seed, budget, "NSGAII"),
         "TPE": lambda: _run_optuna(t, seed, budget, "TPE"),
     }
     t0 = time.time()
-    rows = runners[method]()
+    rows = runners[method_name(method)]()
     seconds = time.time() - t0
     hv = hypervolume_curve(t["y"][rows], t["ref"]) / t["true_hv"]
     hit = np.flatnonzero(hv >= 0.95)

@@ -94,7 +94,10 @@ class LoopConfig:
     milliseconds, so every result counts before the next proposal (docs/benchmarks.md §8), and 2
     with the GNN ensemble, whose refit takes about a second: on NB201 2 needed fewer trained
     architectures than 5 and as few as 1 at half its cost (docs/benchmarks.md §3);
-    the first ``warmup`` come from the unguided prior; ``n_candidates`` graphs are generated per
+    the first ``warmup`` come from the unguided prior (None, the default: 10 with the GP, 5 with
+    the GNN ensemble: on NB201, 30 seeds per column, 5 needed as few trained architectures to the
+    optimum as 10 and its best after 10 was higher, no longer a tie with random search;
+    docs/benchmarks.md §3, 'Warm-up'); ``n_candidates`` graphs are generated per
     round before ranking; the search stops after ``patience`` rounds in a row that yield nothing
     new; ``seed`` (None: drawn and logged) seeds every random stream. ``threads``: torch CPU
     threads while a round is computed (restored afterwards; 0 leaves torch's setting). The
@@ -111,7 +114,7 @@ class LoopConfig:
     """
 
     batch_size: Optional[int] = None
-    warmup: int = 10
+    warmup: Optional[int] = None
     n_candidates: int = 100
     patience: int = 3
     seed: Optional[int] = None
@@ -123,7 +126,8 @@ class LoopConfig:
     def __post_init__(self) -> None:
         if self.batch_size is not None:
             _int("batch_size", self.batch_size, 1)
-        _int("warmup", self.warmup, 0)
+        if self.warmup is not None:
+            _int("warmup", self.warmup, 0)
         _int("n_candidates", self.n_candidates, 1)
         if self.batch_size is not None and self.n_candidates < self.batch_size:
             raise ValueError(f"DiffusionNAG: n_candidates={self.n_candidates} must be >= batch_size={self.batch_size}")

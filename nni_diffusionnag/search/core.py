@@ -162,7 +162,6 @@ class SearchCore:
             seed = int(np.random.SeedSequence().entropy % (2**31))
             _logger.info("DiffusionNAG: no seed given, using seed=%d", seed)
         self.seed: int = seed
-        self.warmup = 0 if config.transfer.meta_predictor else config.loop.warmup  # a meta-predictor guides at once
         if prior is None:
             prior = self._load_prior(model_space)
         latency_model = config.latency()
@@ -187,6 +186,10 @@ class SearchCore:
         # 2 with the GNN ensemble (about a second); config.LoopConfig says why
         kind = surrogate_kind(space, self.generator.surrogate_config)
         self.batch_size = config.loop.batch_size or (1 if kind == "gp" else 2)
+        # unguided architectures first: none with a meta-predictor (it guides at once), else the
+        # configured number, else 10 with the GP and 5 with the GNN ensemble (config.LoopConfig)
+        warmup = config.loop.warmup if config.loop.warmup is not None else (10 if kind == "gp" else 5)
+        self.warmup = 0 if config.transfer.meta_predictor else warmup
         # a batch_size that was set is checked by LoopConfig; the one picked here is checked here
         if config.loop.batch_size is None and config.loop.n_candidates < self.batch_size:
             raise ValueError(f"DiffusionNAG: n_candidates={config.loop.n_candidates} must be >= the batch size "
@@ -212,8 +215,8 @@ class SearchCore:
         # {"sample", "mean", "std"} in the metric's units (read by `nni-diffusionnag report`); None: nowhere.
         self.prediction_log: Optional[Any] = None
         surrogate = "meta-learned GNN" if self.meta is not None else {"gp": "GP", "gnn": "GNN ensemble"}[kind]
-        _logger.info("DiffusionNAG on %s with prior %s (%s), %s surrogate, %d proposal(s) per refit%s", space,
-                     getattr(prior, "kind", "learned"), prior.device, surrogate, self.batch_size,
+        _logger.info("DiffusionNAG on %s with prior %s (%s), %s surrogate, %d proposal(s) per refit, %d unguided "
+                     "first%s", space, getattr(prior, "kind", "learned"), prior.device, surrogate, self.batch_size, self.warmup,
                      f": {config.describe()}" if config.describe() else "")
 
     # --- set-up --------------------------------------------------------------------------------
