@@ -148,8 +148,8 @@ def test_the_search_core_refits_a_gp_after_every_result_on_a_decision_chain(capl
 
 
 def test_default_warmup_follows_the_surrogate():
-    """warmup=None: 5 unguided architectures with the GNN ensemble, 10 with the GP; none with a
-    meta-predictor; an explicit warmup wins."""
+    """warmup=None: 5 unguided architectures with the GNN ensemble on one objective, 10 with the GP
+    or several objectives; none with a meta-predictor; an explicit warmup wins."""
     from nni_diffusionnag.prior.exact import ProductPrior
     from nni_diffusionnag.search.core import SearchCore
 
@@ -159,6 +159,7 @@ def test_default_warmup_follows_the_surrogate():
         return SearchCore(space, config, prior=ProductPrior(space, device="cpu"))
 
     assert core(NasBench201Space()).warmup == 5
+    assert core(NasBench201Space(), objectives=["params"]).warmup == 10  # several objectives: 10
     assert core(_space()).warmup == 10
     assert core(NasBench201Space(), warmup=7).warmup == 7
     assert core(_space(), warmup=0).warmup == 0

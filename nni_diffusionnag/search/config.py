@@ -94,10 +94,11 @@ class LoopConfig:
     milliseconds, so every result counts before the next proposal (docs/benchmarks.md §8), and 2
     with the GNN ensemble, whose refit takes about a second: on NB201 2 needed fewer trained
     architectures than 5 and as few as 1 at half its cost (docs/benchmarks.md §3);
-    the first ``warmup`` come from the unguided prior (None, the default: 10 with the GP, 5 with
-    the GNN ensemble: on NB201, 30 seeds per column, 5 needed as few trained architectures to the
-    optimum as 10 and its best after 10 was higher, no longer a tie with random search;
-    docs/benchmarks.md §3, 'Warm-up'); ``n_candidates`` graphs are generated per
+    the first ``warmup`` come from the unguided prior (None, the default: 5 with the GNN ensemble
+    on one objective: on NB201, 30 seeds per column, 5 needed as few trained architectures to the
+    optimum as 10 and its best after 10 was higher, no longer a tie with random search,
+    docs/benchmarks.md §3 'Warm-up'; 10 with the GP, whose figures were measured with 10, and with
+    ``objectives``, where 5 lowered the NB201 hypervolume, §11); ``n_candidates`` graphs are generated per
     round before ranking; the search stops after ``patience`` rounds in a row that yield nothing
     new; ``seed`` (None: drawn and logged) seeds every random stream. ``threads``: torch CPU
     threads while a round is computed (restored afterwards; 0 leaves torch's setting). The

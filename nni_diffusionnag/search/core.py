@@ -187,8 +187,10 @@ class SearchCore:
         kind = surrogate_kind(space, self.generator.surrogate_config)
         self.batch_size = config.loop.batch_size or (1 if kind == "gp" else 2)
         # unguided architectures first: none with a meta-predictor (it guides at once), else the
-        # configured number, else 10 with the GP and 5 with the GNN ensemble (config.LoopConfig)
-        warmup = config.loop.warmup if config.loop.warmup is not None else (10 if kind == "gp" else 5)
+        # configured number, else 5 with the GNN ensemble on one objective and 10 with the GP or
+        # with several objectives (config.LoopConfig says why)
+        default_warmup = 10 if kind == "gp" or config.objectives else 5
+        warmup = config.loop.warmup if config.loop.warmup is not None else default_warmup
         self.warmup = 0 if config.transfer.meta_predictor else warmup
         # a batch_size that was set is checked by LoopConfig; the one picked here is checked here
         if config.loop.batch_size is None and config.loop.n_candidates < self.batch_size:
