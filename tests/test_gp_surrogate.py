@@ -122,7 +122,7 @@ def test_state_dict_round_trip_predicts_the_same():
 
 def test_the_search_core_refits_a_gp_after_every_result_on_a_decision_chain(caplog):
     """batch_size=None: one proposal per refit with the GP (a chain of decisions), two with the GNN
-    (NB201's cell); an explicit batch_size wins."""
+    (NB201's cell; five with several objectives); an explicit batch_size wins."""
     import logging
 
     from nni_diffusionnag.prior.exact import ProductPrior
@@ -134,6 +134,7 @@ def test_the_search_core_refits_a_gp_after_every_result_on_a_decision_chain(capl
         return SearchCore(space, config, prior=ProductPrior(space, device="cpu"))
 
     assert core(NasBench201Space()).batch_size == 2
+    assert core(NasBench201Space(), objectives=["params"]).batch_size == 5  # several objectives: 5
     assert core(_space(), batch_size=3).batch_size == 3
     space = _space()
     with caplog.at_level(logging.INFO, logger="nni_diffusionnag.search.core"):

@@ -91,9 +91,11 @@ class LoopConfig:
 
     ``batch_size`` architectures are proposed per round (more: fewer refits, less adaptivity;
     None, the default: 1 where the surrogate is the GP over decisions, which refits in
-    milliseconds, so every result counts before the next proposal (docs/benchmarks.md §8), and 2
-    with the GNN ensemble, whose refit takes about a second: on NB201 2 needed fewer trained
-    architectures than 5 and as few as 1 at half its cost (docs/benchmarks.md §3);
+    milliseconds, so every result counts before the next proposal (docs/benchmarks.md §8), and
+    with the GNN ensemble, whose refit takes about a second, 2 on one objective (on NB201 2 needed
+    fewer trained architectures than 5 and as few as 1 at half its cost, docs/benchmarks.md §3) and
+    5 with ``objectives`` (a batch picked for hypervolume spreads along the front; 2 lowered the
+    NB201 hypervolume, §11);
     the first ``warmup`` come from the unguided prior (None, the default: 5 with the GNN ensemble
     on one objective: on NB201, 30 seeds per column, 5 needed as few trained architectures to the
     optimum as 10 and its best after 10 was higher, no longer a tie with random search,

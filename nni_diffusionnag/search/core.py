@@ -183,9 +183,10 @@ class SearchCore:
                 self._init_meta(prior)
 
         # proposals per refit: the configured ones, else 1 with a GP (refits cost milliseconds) and
-        # 2 with the GNN ensemble (about a second); config.LoopConfig says why
+        # with the GNN ensemble (about a second) 2 on one objective, 5 on several (a batch picked for
+        # hypervolume spreads along the front); config.LoopConfig says why
         kind = surrogate_kind(space, self.generator.surrogate_config)
-        self.batch_size = config.loop.batch_size or (1 if kind == "gp" else 2)
+        self.batch_size = config.loop.batch_size or (1 if kind == "gp" else 5 if config.objectives else 2)
         # unguided architectures first: none with a meta-predictor (it guides at once), else the
         # configured number, else 5 with the GNN ensemble on one objective and 10 with the GP or
         # with several objectives (config.LoopConfig says why)
