@@ -333,15 +333,19 @@ def _check_bench(args: argparse.Namespace) -> None:
         if ":" in args.methods and "latency" in args.costs.split(","):
             raise CliError("bench multiobjective: method settings ('DiffusionNAG-MO:key=value') are read on the "
                            "NB201 costs (params, flops) only; run --costs latency without them")
-        from .bench.search import ablation_kwargs
+        from .bench.multiobjective import method_settings
         from .search.config import SearchConfig
 
         for name in args.methods.split(","):
             if ":" in name:  # its settings are checked as the strategy checks them
-                if not name.startswith("DiffusionNAG"):
-                    raise CliError(f"bench multiobjective: method {name!r}: only the DiffusionNAG methods take settings")
                 try:
-                    SearchConfig.from_kwargs(**ablation_kwargs(name))
+                    settings = method_settings(name)
+                    mo = name.startswith("DiffusionNAG-MO")
+                    SearchConfig.from_kwargs(**settings, **({"objectives": ["params"]} if mo else {}))
+                    # what SearchCore checks once the batch size is picked (5 with objectives, 2 without)
+                    batch = settings.get("batch_size") or (5 if mo else 2)
+                    if settings.get("n_candidates", 100) < batch:
+                        raise ValueError(f"n_candidates={settings['n_candidates']} must be >= the batch size {batch}")
                 except ValueError as err:
                     raise CliError(f"bench multiobjective: method {name!r}: {err}") from None
         _check_names("bench multiobjective", "costs", args.costs, COSTS)

@@ -71,6 +71,10 @@ def test_unknown_space_is_a_clear_error(capsys):
      "only the DiffusionNAG methods take settings"),
     (["bench", "multiobjective", "--costs", "latency", "--methods", "DiffusionNAG-MO:batch_size=5"],
      "are read on the NB201 costs (params, flops) only"),
+    (["bench", "multiobjective", "--table", "{csv}", "--costs", "params", "--methods", "DiffusionNAG-MO:seed=3"],
+     "['seed'] are set by the bench"),
+    (["bench", "multiobjective", "--table", "{csv}", "--costs", "params", "--methods", "DiffusionNAG-MO:n_candidates=3"],
+     "n_candidates=3 must be >= the batch size 5"),
 ])
 def test_cli_checks_arguments_before_any_work(argv, message, capsys, tmp_path):
     argv = [a.replace("{csv}", str(tmp_path / "t.csv")) for a in argv]

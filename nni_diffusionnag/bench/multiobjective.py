@@ -101,14 +101,28 @@ def method_name(method: str) -> str:
     return method.split(":")[0]
 
 
-def run_one(t: Dict[str, Any], method: str, cost: str, seed: int, budget: int, device: str = "cpu") -> Dict[str, Any]:
-    """One search; ``method`` is one of :data:`METHODS`, and a DiffusionNAG method may carry settings
-    as ``'DiffusionNAG-MO:key=value:...'`` (read as ``bench search`` reads its ablations)."""
+# set by the bench itself for every run: a method's settings may not change them
+RESERVED_SETTINGS = ("seed", "device", "objectives")
+
+
+def method_settings(method: str) -> Dict[str, Any]:
+    """The DiffusionNAG settings of ``'DiffusionNAG-MO:key=value:...'`` (``{}`` for a plain name);
+    ``ValueError`` for settings on another method or on what the bench sets itself."""
     from .search import ablation_kwargs
 
     extra = ablation_kwargs(method)
     if extra and not method.startswith("DiffusionNAG"):
         raise ValueError(f"{method!r}: only the DiffusionNAG methods take settings")
+    reserved = sorted(set(extra) & set(RESERVED_SETTINGS))
+    if reserved:
+        raise ValueError(f"{method!r}: {reserved} are set by the bench (--seeds, --device, the method's name)")
+    return extra
+
+
+def run_one(t: Dict[str, Any], method: str, cost: str, seed: int, budget: int, device: str = "cpu") -> Dict[str, Any]:
+    """One search; ``method`` is one of :data:`METHODS`, and a DiffusionNAG method may carry settings
+    as ``'DiffusionNAG-MO:key=value:...'`` (read as ``bench search`` reads its ablations)."""
+    extra = method_settings(method)
     runners: Dict[str, Callable[[], List[int]]] = {
         "DiffusionNAG-MO": lambda: _run_diffusionnag(t, cost, seed, budget, "MO", device, extra),
         "DiffusionNAG-sum": lambda: _run_diffusionnag(t, cost, seed, budget, "sum", device, extra),
@@ -140,6 +154,8 @@ def run_multiobjective_bench(table: Optional[str | Path], output: str | Path, co
     """Every method x seed on each column: NB201 ``column`` x each exact cost (``params``,
     ``flops``), and for ``latency`` NAS-Bench-Graph validation x latency on each of ``datasets``;
     writes ``multiobjective-<what ran>.json`` and ``.png`` under ``output`` (:func:`output_stem`)."""
+    if "latency" in costs and any(":" in m for m in methods):
+        raise ValueError("method settings ('DiffusionNAG-MO:key=value') are read on the NB201 costs only")
     out = Path(output)
     stem = output_stem(costs, column)
     result: Dict[str, Any] = {"machine": machine_info(), "column": column, "budget": budget, "seeds": list(seeds),

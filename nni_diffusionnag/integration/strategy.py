@@ -110,7 +110,10 @@ class DiffusionNAG(Strategy):
     def extra_repr(self) -> str:
         loop, acq = self.config.loop, self.config.acquisition
         seed = self.core.seed if self.core is not None else loop.seed
-        return (f"batch_size={loop.batch_size}, warmup={loop.warmup}, scale={acq.scale}, "
+        # None until the space is known: the defaults depend on the surrogate it gets (search/core.py)
+        batch_size = self.core.batch_size if self.core is not None else loop.batch_size
+        warmup = self.core.warmup if self.core is not None else loop.warmup
+        return (f"batch_size={batch_size}, warmup={warmup}, scale={acq.scale}, "
                 f"acquisition={acq.acquisition!r}, optimize_mode={acq.optimize_mode!r}, seed={seed}")
 
     # --- views of the core -----------------------------------------------------------------------

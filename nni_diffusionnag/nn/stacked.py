@@ -64,9 +64,9 @@ def _linear(p: Mapping[str, torch.Tensor], name: str) -> Tuple[torch.Tensor, tor
 
 def weights_from_params(params: Mapping[str, torch.Tensor], template: torch.nn.Module) -> StackedWeights:
     """The batched layout of stacked member parameters (``torch.func.stack_module_state``'s
-    names and ``[M, ...]`` tensors); ``template`` is any one of the members (it lends the
-    adjacency). Differentiable: training steps the stacked parameters themselves through
-    :func:`stacked_forward`."""
+    names and ``[M, ...]`` tensors); ``template`` is any one of the members: it lends the node
+    degrees that fold the layer norm's shift (a required argument since that folding). Differentiable:
+    training steps the stacked parameters themselves through :func:`stacked_forward`."""
     p = params
     deg = template.node_degrees  # [3, N]
     layers: List[Tuple[torch.Tensor, torch.Tensor]] = []

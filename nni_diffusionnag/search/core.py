@@ -196,7 +196,8 @@ class SearchCore:
         # a batch_size that was set is checked by LoopConfig; the one picked here is checked here
         if config.loop.batch_size is None and config.loop.n_candidates < self.batch_size:
             raise ValueError(f"DiffusionNAG: n_candidates={config.loop.n_candidates} must be >= the batch size "
-                             f"{self.batch_size} (batch_size=None picks {self.batch_size} with the {kind} surrogate)")
+                             f"{self.batch_size} (batch_size=None picks {self.batch_size} with the {kind} surrogate"
+                             f"{' and several objectives' if config.objectives and kind != 'gp' else ''})")
         self._lock = threading.Lock()  # guards the state below
         self._round_lock = threading.Lock()  # one proposal round at a time
         self._history: List[Tuple[Key, float]] = []  # (graph, metric as reported), in arrival order
