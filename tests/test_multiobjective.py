@@ -99,6 +99,30 @@ def test_selection_prefers_what_enlarges_the_front():
     assert chebyshev_np(np.array([[1.0, 1.0], [0.0, 1.0]]), np.full((2, 2), 0.5)).tolist() == [0.0, pytest.approx(-0.525)]
 
 
+def test_rank_targets_keep_the_front_and_the_exact_costs():
+    from nni_diffusionnag.search.core import SearchCore
+    from nni_diffusionnag.space import NasBench201Space
+
+    mo = SearchCore(NasBench201Space(), SearchConfig.from_kwargs(objectives=["params", "latency_ms:min"], seed=0,
+                                                                 device="cpu")).mo
+    rng = np.random.default_rng(0)
+    values = np.column_stack([np.r_[rng.normal(90, 1, 19), 10.0],  # a long low tail, as NB201's
+                              -rng.uniform(0.1, 1.5, 20), -rng.uniform(1, 9, 20)])
+    values[3, 2] = np.nan  # a trial that did not report its latency
+    ranked = mo.targets(values, "rank")
+    assert np.array_equal(mo.targets(values, "zscore"), values, equal_nan=True)
+    assert np.array_equal(ranked[:, 1], values[:, 1])  # the exact cost as it is
+    assert np.isnan(ranked[3, 2]) and np.isfinite(np.delete(ranked, 3, axis=0)).all()
+    for j in (0, 2):  # each learned objective: the same order, rank scores symmetric around 0
+        have = np.isfinite(values[:, j])
+        assert (np.argsort(ranked[have, j]) == np.argsort(values[have, j])).all()
+        assert abs(ranked[have, j].mean()) < 1e-9
+    # the tail no longer dwarfs the rest: the 10% result is one rank step below the next
+    assert ranked[19, 0] > ranked[:19, 0].min() - 1.0
+    finite = np.isfinite(values).all(axis=1)
+    assert (pareto_mask(ranked[finite]) == pareto_mask(values[finite])).all()
+
+
 def _nb201_core(objectives, **settings):
     from nni_diffusionnag.search.core import SearchCore
     from nni_diffusionnag.space import NasBench201Space
@@ -110,17 +134,25 @@ def _nb201_core(objectives, **settings):
     return SearchCore(NasBench201Space(), config)
 
 
-def test_core_searches_a_front_of_accuracy_and_params(nb201_csv):
+def test_core_searches_a_front_of_accuracy_and_params(nb201_csv, tmp_path):
+    import json
+
     from nni_diffusionnag.bench.common import type_index
     from nni_diffusionnag.bench.common import nb201_truth
     from nni_diffusionnag.properties.nasbench201 import count
 
     acc = nb201_truth(nb201_csv, "cifar10_test_acc")
     core = _nb201_core(["params"])
+    core.prediction_log = tmp_path / "predictions.jsonl"
     for _ in range(6):
         for sample in core.propose(3):
             core.observe(sample, float(acc[int(type_index(np.array(core.key_of(sample))))]))
     assert len(core.history()) == 18
+    # the accuracy surrogate learns rank scores; what it predicted is logged in accuracy units
+    logged = [json.loads(line)["mean"] for line in core.prediction_log.read_text().splitlines()]
+    seen = [h["metric"] for h in core.history()]
+    assert len(logged) == 12 and all(min(seen) - 1e-9 <= m <= max(seen) + 1e-9 for m in logged)
+    assert max(logged) > 50  # accuracy in percent, not a normal score
     front = core.pareto_front()
     values = np.array([[f["objectives"]["default"], -f["objectives"]["params"]] for f in front])
     everything = np.array([[h["metric"], -count(np.array([core.key_of(h["sample"])]), "params", unit="M")[0]]

@@ -355,7 +355,7 @@ class SearchCore:
         from pathlib import Path
 
         mean, std = self.generator.predict(batch)
-        if self._fit_labels is not None and self.mo is None:  # targets -> the metric's units
+        if self._fit_labels is not None:  # targets -> the metric's units
             targets, values = self._fit_labels
             lo, hi = to_metric_units(mean - std, targets, values), to_metric_units(mean + std, targets, values)
             mean, std = to_metric_units(mean, targets, values), (hi - lo) / 2.0
@@ -376,7 +376,10 @@ class SearchCore:
         expected hypervolume improvement (:mod:`.multiobjective`)."""
         mo, loop, acq = self.mo, self.config.loop, self.config.acquisition
         types = np.array([k for k, _ in history])
-        maximised = self._objective_values(history) * mo.sign
+        # rank labels, as in single-objective search: fitted, guided and selected on rank scores
+        values = self._objective_values(history) * mo.sign
+        maximised = mo.targets(values, self.generator.surrogate_config.labels)
+        self._fit_labels = None if self.generator.surrogate_config.labels == "zscore" else (maximised[:, 0], values[:, 0])
         if len(history) > self._fitted_on:
             self.generator.fit(types, maximised[:, 0])
             mo.fit(types, maximised)

@@ -34,6 +34,7 @@ import torch
 
 from ..diffusion.guidance import GuidanceTerm
 from ..nn.factory import Surrogate
+from ..nn.targets import standardise
 from .config import Objective
 from .generator import GuidedGenerator
 from .pareto import hypervolume_improvement, pareto_mask
@@ -92,6 +93,23 @@ class MultiObjective:
                 out[:, j] = self.cost(name, types) if len(types) else []
             else:
                 out[:, j] = [e.get(name, np.nan) for e in extras]
+        return out
+
+    def targets(self, maximised: np.ndarray, labels: str) -> np.ndarray:
+        """``[n, m]`` values the search learns, guides and selects on: the learned objectives'
+        maximised values as they are (``labels='zscore'``; their surrogates standardise them) or
+        each one's rank scores over the results that report it (``'rank'``,
+        :func:`~nni_diffusionnag.nn.targets.standardise`); exact costs as they are. A rank
+        transform is monotone, so it keeps which results dominate which (the front); it spreads
+        the top of a long-tailed metric (NB201's 10% cells) as much as the rest, as in
+        single-objective search, and the hypervolume of a selection is measured in these units."""
+        out = np.array(maximised, dtype=np.float64, copy=True)
+        if labels == "zscore":
+            return out
+        for j, name in enumerate(self.names):
+            have = np.isfinite(out[:, j])
+            if name not in self.costs and have.any():
+                out[have, j] = standardise(out[have, j], labels)
         return out
 
     # --- surrogates ----------------------------------------------------------------------------
