@@ -8,7 +8,7 @@ import logging
 import sys
 import time
 from pathlib import Path
-from typing import Callable, List, Optional
+from typing import Callable, List, Optional, Sequence
 
 import numpy as np
 
@@ -271,23 +271,30 @@ SPEED_SPACES = "nasbench201,mobilenetv3,proxylessnas,constrained,nbgraph"
 STRATEGIES_DEFAULT = "DiffusionNAG,Random,RegularizedEvolution,TPE"
 
 
+def _check_ablations(command: str, strategies: str, known: Sequence[str]) -> None:
+    """``--strategies``: known names, or DiffusionNAG ablations whose settings the strategy accepts."""
+    from .bench.search import ablation_kwargs
+    from .search.config import SearchConfig
+
+    names = strategies.split(",")
+    unknown = [n for n in names if n not in known and not n.startswith("DiffusionNAG:")]
+    if unknown:
+        raise CliError(f"{command}: unknown strategies {unknown}; choose from {list(known)} or an "
+                       "ablation 'DiffusionNAG:key=value:...' (e.g. DiffusionNAG:local_fraction=0)")
+    for name in names:
+        if name.startswith("DiffusionNAG:"):  # an ablation's settings are checked like the strategy's
+            try:
+                SearchConfig.from_kwargs(**ablation_kwargs(name))
+            except ValueError as err:
+                raise CliError(f"{command}: strategy {name!r}: {err}") from None
+
+
 def _check_bench(args: argparse.Namespace) -> None:
     """Every argument of a bench run, before its first run."""
     if args.which == "search":
-        from .bench.search import STRATEGIES, ablation_kwargs
-        from .search.config import SearchConfig
+        from .bench.search import STRATEGIES
 
-        names = args.strategies.split(",")
-        unknown = [n for n in names if n not in STRATEGIES and not n.startswith("DiffusionNAG:")]
-        if unknown:
-            raise CliError(f"bench search: unknown strategies {unknown}; choose from {list(STRATEGIES)} or an "
-                           "ablation 'DiffusionNAG:key=value:...' (e.g. DiffusionNAG:local_fraction=0)")
-        for name in names:
-            if name.startswith("DiffusionNAG:"):  # an ablation's settings are checked like the strategy's
-                try:
-                    SearchConfig.from_kwargs(**ablation_kwargs(name))
-                except ValueError as err:
-                    raise CliError(f"bench search: strategy {name!r}: {err}") from None
+        _check_ablations("bench search", args.strategies, STRATEGIES)
     if args.which == "hpo":
         from .bench.hpo import TUNERS
 
@@ -299,7 +306,7 @@ def _check_bench(args: argparse.Namespace) -> None:
             nbgraph.check_installed()
         except ValueError as err:
             raise CliError(str(err)) from None
-        _check_names("bench nbgraph", "strategies", args.strategies, nbgraph.STRATEGIES)
+        _check_ablations("bench nbgraph", args.strategies, nbgraph.STRATEGIES)
         _check_names("bench nbgraph", "datasets", args.datasets, nbgraph.ALL_DATASETS)
     if args.which == "nbgraph-transfer":
         from .bench import nbgraph, nbgraph_transfer

@@ -63,6 +63,18 @@ def test_cli_tiny_run_of_every_strategy(tmp_path):
         assert all(np.diff(run["valid_regret"]) <= 1e-9)
 
 
+def test_an_ablation_runs_under_its_own_name(tmp_path, monkeypatch):
+    seen = []
+    make = nbgraph._make
+    monkeypatch.setattr(nbgraph, "_make", lambda name, seed, device, **kw: seen.append(kw) or make(name, seed, device, **kw))
+    result = nbgraph.run_nbgraph_bench(tmp_path, ["cora"], 1, 3, ["DiffusionNAG:warmup=2:batch_size=1"])
+    assert seen == [{"warmup": 2, "batch_size": 1}]
+    assert [(r["strategy"], len(r["valid"])) for r in result["runs"]] == [("DiffusionNAG:warmup=2:batch_size=1", 3)]
+    assert "DiffusionNAG:warmup=2:batch_size=1" in nbgraph.summarize(result)
+    with pytest.raises(ValueError, match="key=value"):
+        nbgraph.run_nbgraph_bench(tmp_path, ["cora"], 1, 3, ["DiffusionNAG:warmup"])
+
+
 def test_cli_refuses_bad_arguments_before_any_run(tmp_path, capsys):
     assert main(["bench", "nbgraph", "--datasets", "cora,mars", "--output", str(tmp_path)]) != 0
     assert "mars" in capsys.readouterr().err

@@ -282,11 +282,15 @@ def run_nbgraph_bench(output: str | Path, datasets: Sequence[str] = DATASETS, se
     All arguments are checked before the first run (unknown dataset or strategy, budget < 1,
     package missing).
     """
+    from .search import ablation_kwargs
+
     check_installed()
     seeds = parse_seeds(seeds)
-    unknown = [s for s in strategies if s not in STRATEGIES]
+    unknown = [s for s in strategies if s not in STRATEGIES and not s.startswith("DiffusionNAG:")]
     if unknown or not strategies:
-        raise ValueError(f"unknown strategies {unknown}; choose from {list(STRATEGIES)}")
+        raise ValueError(f"unknown strategies {unknown}; choose from {list(STRATEGIES)} or an ablation "
+                         "'DiffusionNAG:key=value:...'")
+    settings = {s: ablation_kwargs(s) for s in strategies}  # a malformed setting fails here, before any run
     bad = [d for d in datasets if d not in ALL_DATASETS]
     if bad or not datasets:
         raise ValueError(f"unknown NAS-Bench-Graph datasets {bad}; choose from {list(ALL_DATASETS)}")
@@ -306,7 +310,8 @@ def run_nbgraph_bench(output: str | Path, datasets: Sequence[str] = DATASETS, se
             for name in strategies:
                 for seed in seeds:
                     bar.set_postfix_str(f"{dataset} {name} seed {seed}")
-                    run = run_one(name, dataset, seed, budget, device, table)
+                    run = run_one(name.split(":")[0], dataset, seed, budget, device, table, **settings[name])
+                    run["strategy"] = name
                     run.update(regrets(run, refs[dataset], budget))
                     runs.append(run)
                     _logger.info("%s %s seed %d: valid regret %.2f, test regret %.2f, best at %s, %.3f s/query",
