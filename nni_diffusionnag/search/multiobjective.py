@@ -96,20 +96,20 @@ class MultiObjective:
         return out
 
     def targets(self, maximised: np.ndarray, labels: str) -> np.ndarray:
-        """``[n, m]`` values the search learns, guides and selects on: the learned objectives'
-        maximised values as they are (``labels='zscore'``; their surrogates standardise them) or
-        each one's rank scores over the results that report it (``'rank'``,
-        :func:`~nni_diffusionnag.nn.targets.standardise`); exact costs as they are. A rank
-        transform is monotone, so it keeps which results dominate which (the front); it spreads
-        the top of a long-tailed metric (NB201's 10% cells) as much as the rest, as in
-        single-objective search, and the hypervolume of a selection is measured in these units."""
+        """``[n, m]`` values the search learns, guides and selects on: with ``labels='rank'`` the
+        trial metric (column 0) is replaced by its rank scores
+        (:func:`~nni_diffusionnag.nn.targets.standardise`), as in single-objective search; with
+        ``'zscore'`` it stays as it is (its surrogate standardises it). The other objectives keep
+        their own units: exact costs are exact, and a reported cost such as ``latency_ms`` is what
+        the hypervolume is measured in (rank scores of it lowered the NAS-Bench-Graph hypervolume,
+        docs/benchmarks.md §11). A rank transform is monotone, so the front and the median
+        reference point are the same results; it spreads the top of a long-tailed metric (NB201's
+        10% cells) as much as the rest, and an improvement there counts as much as one in the
+        middle of the range."""
         out = np.array(maximised, dtype=np.float64, copy=True)
-        if labels == "zscore":
-            return out
-        for j, name in enumerate(self.names):
-            have = np.isfinite(out[:, j])
-            if name not in self.costs and have.any():
-                out[have, j] = standardise(out[have, j], labels)
+        have = np.isfinite(out[:, 0])
+        if labels != "zscore" and have.any():
+            out[have, 0] = standardise(out[have, 0], labels)
         return out
 
     # --- surrogates ----------------------------------------------------------------------------
