@@ -34,7 +34,8 @@ class SurrogateConfig:
     gp_steps: int = 150
     # How the search core turns results into targets before each refit (nn/targets.py): 'rank'
     # (normal scores of their ranks: only the order counts, so a tail of broken architectures does
-    # not flatten the top) or 'zscore' (the metric's own scale); docs/benchmarks.md §3 measures it
+    # not flatten the top) or 'zscore' (the metric's own scale); docs/benchmarks.md §3 measures it.
+    # With several objectives it applies to the trial metric; costs keep their units (§11)
     labels: str = "rank"
     # Steps of a GNN refit that starts from the previous fit's weights (the first fit trains
     # ``steps`` from scratch); None: every refit from scratch for ``steps``. The GP ignores it.
