@@ -166,3 +166,26 @@ def test_default_warmup_follows_the_surrogate():
     assert core(_space(), warmup=0).warmup == 0
     with pytest.raises(ValueError, match="warmup"):
         SearchConfig.from_kwargs(warmup=-1)
+
+
+def test_default_guidance_scale_follows_the_path():
+    """scale=None: LOOP_SCALE for the GNN ensemble on one objective from scratch, unconstrained;
+    DEFAULT_SCALE with the GP, several objectives or constraints; an explicit scale wins."""
+    from nni_diffusionnag.prior.exact import ProductPrior
+    from nni_diffusionnag.search.config import DEFAULT_SCALE, LOOP_SCALE
+    from nni_diffusionnag.search.core import SearchCore
+
+    def core(space, **kwargs):
+        config = SearchConfig.from_kwargs(seed=0, n_candidates=20, device="cpu", sampler={"num_steps": 8},
+                                          surrogate={"hidden": 8, "steps": 10, "ensemble": 2}, **kwargs)
+        return SearchCore(space, config, prior=ProductPrior(space, device="cpu"))
+
+    assert LOOP_SCALE != DEFAULT_SCALE
+    assert core(NasBench201Space()).scale == LOOP_SCALE
+    assert core(NasBench201Space(), objectives=["params"]).scale == DEFAULT_SCALE
+    assert core(NasBench201Space(), constraints=["params<=1.0M"]).scale == DEFAULT_SCALE
+    assert core(_space()).scale == DEFAULT_SCALE  # the GP over decisions
+    assert core(NasBench201Space(), scale=0.5).scale == 0.5
+    assert core(_space(), scale=0.0).scale == 0.0
+    with pytest.raises(ValueError, match="scale"):
+        SearchConfig.from_kwargs(scale=-1)

@@ -141,13 +141,13 @@ def _measure(name: str, device: str, n_results: int, repeats: int, n_valid: int,
         t0 = time.perf_counter()
         gen.fit(types, values)
         t1 = time.perf_counter()
-        gen.propose(core.batch_size, set(), loop.n_candidates, acq.scale, acq.acquisition, acq.kappa, seed=r)
+        gen.propose(core.batch_size, set(), loop.n_candidates, core.scale, acq.acquisition, acq.kappa, seed=r)
         fits.append(t1 - t0)
         gens.append(time.perf_counter() - t1)
     proposed: List[np.ndarray] = []
     seed = 100
     while sum(map(len, proposed)) < n_valid and seed < 200:
-        proposed.append(gen.propose(50, set(), 100, acq.scale, acq.acquisition, acq.kappa, seed=seed))
+        proposed.append(gen.propose(50, set(), 100, core.scale, acq.acquisition, acq.kappa, seed=seed))
         seed += 1
     cand = np.concatenate(proposed)[:n_valid]
     valid = float(np.mean([bool(model_space.contains(space.types_to_sample(t))) for t in cand])) if len(cand) else 0.0

@@ -113,7 +113,8 @@ class DiffusionNAG(Strategy):
         # None until the space is known: the defaults depend on the surrogate it gets (search/core.py)
         batch_size = self.core.batch_size if self.core is not None else loop.batch_size
         warmup = self.core.warmup if self.core is not None else loop.warmup
-        return (f"batch_size={batch_size}, warmup={warmup}, scale={acq.scale}, "
+        scale = self.core.scale if self.core is not None else acq.scale
+        return (f"batch_size={batch_size}, warmup={warmup}, scale={scale}, "
                 f"acquisition={acq.acquisition!r}, optimize_mode={acq.optimize_mode!r}, seed={seed}")
 
     # --- views of the core -----------------------------------------------------------------------

@@ -46,7 +46,7 @@ from ..diffusion.guidance import GuidanceTerm
 from ..nn.factory import surrogate_kind
 from ..nn.targets import standardise, to_metric_units
 from ..space.base import GraphSpace
-from .config import SearchConfig, resolve_callable
+from .config import DEFAULT_SCALE, LOOP_SCALE, SearchConfig, resolve_callable
 from .generator import Constraint, GuidedGenerator
 from .multiobjective import MultiObjective
 from .pareto import pareto_mask
@@ -193,6 +193,11 @@ class SearchCore:
         default_warmup = 10 if kind == "gp" or config.objectives else 5
         warmup = config.loop.warmup if config.loop.warmup is not None else default_warmup
         self.warmup = 0 if config.transfer.meta_predictor else warmup
+        # guidance scale: the configured one, else LOOP_SCALE where it was measured (the GNN ensemble
+        # on one objective, from scratch, unconstrained) and DEFAULT_SCALE elsewhere (config.py says why)
+        plain = kind == "gnn" and not (config.objectives or config.constraints or config.transfer.meta_predictor)
+        self.scale: float = (config.acquisition.scale if config.acquisition.scale is not None
+                             else LOOP_SCALE if plain else DEFAULT_SCALE)
         # a batch_size that was set is checked by LoopConfig; the one picked here is checked here
         if config.loop.batch_size is None and config.loop.n_candidates < self.batch_size:
             raise ValueError(f"DiffusionNAG: n_candidates={config.loop.n_candidates} must be >= the batch size "
@@ -314,13 +319,13 @@ class SearchCore:
             if self._dataset_value is not None:
                 # the dataset-aware prediction fades as the target's own results accumulate
                 weight = 2.0 / (2.0 + len(history))
-                gen.targets = [GuidanceTerm(self._dataset_value, acq.scale * weight, "dataset-meta")]
+                gen.targets = [GuidanceTerm(self._dataset_value, self.scale * weight, "dataset-meta")]
                 rank_fn = self._dataset_rank
             if self.meta is not None:
                 self._refit_from_meta(history)
                 local = dict(anchors=self._anchors(history), local_fraction=loop.local_fraction,
                              local_t=loop.local_noise) if self._sources and history else {}
-                batch = gen.propose(self.batch_size, exclude, loop.n_candidates, acq.scale, acq.acquisition, acq.kappa,
+                batch = gen.propose(self.batch_size, exclude, loop.n_candidates, self.scale, acq.acquisition, acq.kappa,
                                     **local)
                 how = "meta-guided"
             elif self.mo is not None and n_warm == 0 and len(history) >= 2:
@@ -332,7 +337,7 @@ class SearchCore:
                     warm = gen.surrogate_config.refit_steps is not None and hasattr(gen.surrogate, "members")
                     gen.fit(np.array([k for k, _ in history]), self._labels_for(history), warm_start=warm)
                     self._fitted_on = len(history)
-                batch = gen.propose(self.batch_size, exclude, loop.n_candidates, acq.scale, acq.acquisition, acq.kappa,
+                batch = gen.propose(self.batch_size, exclude, loop.n_candidates, self.scale, acq.acquisition, acq.kappa,
                                     anchors=self._anchors(history), local_fraction=loop.local_fraction,
                                     local_t=loop.local_noise)
                 how = "guided"
@@ -385,7 +390,7 @@ class SearchCore:
             mo.fit(types, maximised)
             self._fitted_on = len(history)
         rng = np.random.default_rng([self.seed, len(history), self.generator._calls])
-        return mo.propose(self.batch_size, exclude, loop.n_candidates, acq.scale, acq.kappa, maximised, rng)
+        return mo.propose(self.batch_size, exclude, loop.n_candidates, self.scale, acq.kappa, maximised, rng)
 
     def _objective_values(self, history: Sequence[Tuple[Key, float]]) -> np.ndarray:
         """``[n, m]`` objective values of ``history`` as reported/computed (NaN: not reported)."""
