@@ -68,7 +68,9 @@ class DiffusionNAG(Strategy):
         The loop (:class:`~nni_diffusionnag.search.config.LoopConfig`).
     scale, acquisition, kappa, optimize_mode
         Guidance and ranking (:class:`~nni_diffusionnag.search.config.AcquisitionConfig`); kappa
-        0.3 reached the NB201 optimum faster than 1.0 in our runs (docs/benchmarks.md §3).
+        0.3 reached the NB201 optimum faster than 1.0 in our runs (docs/benchmarks.md §3); scale
+        None picks 0.15 for a one-objective search from scratch with the GNN ensemble and 0.3
+        elsewhere (§3, 'Guidance scale').
     constraints
         Cost budgets: :class:`~nni_diffusionnag.search.generator.Constraint` objects, factories
         ``(graph_space, model_space) -> Constraint`` (e.g.
