@@ -333,9 +333,10 @@ def _check_bench(args: argparse.Namespace) -> None:
         _check_names("bench latency", "spaces", args.spaces, LATENCY_SPACES)
     if args.which == "multiobjective":
         from .bench.multiobjective import COSTS, METHODS
+        from .bench.search import ablation_base
 
         # an ablation 'DiffusionNAG-MO:key=value' (NB201 costs) is checked by its method's name
-        _check_names("bench multiobjective", "methods", ",".join(m.split(":")[0] for m in args.methods.split(",")),
+        _check_names("bench multiobjective", "methods", ",".join(map(ablation_base, args.methods.split(","))),
                      METHODS)
         if ":" in args.methods and "latency" in args.costs.split(","):
             raise CliError("bench multiobjective: method settings ('DiffusionNAG-MO:key=value') are read on the "

@@ -96,11 +96,6 @@ def _run_optuna(t: Dict[str, Any], seed: int, budget: int, sampler_name: str) ->
     return rows
 
 
-def method_name(method: str) -> str:
-    """The method of an ablation name: ``'DiffusionNAG-MO:batch_size=5'`` -> ``'DiffusionNAG-MO'``."""
-    return method.split(":")[0]
-
-
 # set by the bench itself for every run: a method's settings may not change them
 RESERVED_SETTINGS = ("seed", "device", "objectives")
 
@@ -122,6 +117,8 @@ def method_settings(method: str) -> Dict[str, Any]:
 def run_one(t: Dict[str, Any], method: str, cost: str, seed: int, budget: int, device: str = "cpu") -> Dict[str, Any]:
     """One search; ``method`` is one of :data:`METHODS`, and a DiffusionNAG method may carry settings
     as ``'DiffusionNAG-MO:key=value:...'`` (read as ``bench search`` reads its ablations)."""
+    from .search import ablation_base
+
     extra = method_settings(method)
     runners: Dict[str, Callable[[], List[int]]] = {
         "DiffusionNAG-MO": lambda: _run_diffusionnag(t, cost, seed, budget, "MO", device, extra),
@@ -131,7 +128,7 @@ def run_one(t: Dict[str, Any], method: str, cost: str, seed: int, budget: int, d
         "TPE": lambda: _run_optuna(t, seed, budget, "TPE"),
     }
     t0 = time.time()
-    rows = runners[method_name(method)]()
+    rows = runners[ablation_base(method)]()
     seconds = time.time() - t0
     hv = hypervolume_curve(t["y"][rows], t["ref"]) / t["true_hv"]
     hit = np.flatnonzero(hv >= 0.95)

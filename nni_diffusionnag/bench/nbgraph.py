@@ -282,7 +282,7 @@ def run_nbgraph_bench(output: str | Path, datasets: Sequence[str] = DATASETS, se
     All arguments are checked before the first run (unknown dataset or strategy, budget < 1,
     package missing).
     """
-    from .search import ablation_kwargs
+    from .search import ablation_base, ablation_kwargs
 
     check_installed()
     seeds = parse_seeds(seeds)
@@ -310,7 +310,7 @@ def run_nbgraph_bench(output: str | Path, datasets: Sequence[str] = DATASETS, se
             for name in strategies:
                 for seed in seeds:
                     bar.set_postfix_str(f"{dataset} {name} seed {seed}")
-                    run = run_one(name.split(":")[0], dataset, seed, budget, device, table, **settings[name])
+                    run = run_one(ablation_base(name), dataset, seed, budget, device, table, **settings[name])
                     run["strategy"] = name
                     run.update(regrets(run, refs[dataset], budget))
                     runs.append(run)

@@ -60,6 +60,11 @@ def _make(name: str, seed: int, prior_path: Optional[str], device: str, meta_pre
                      "'DiffusionNAG:key=value:...'")
 
 
+def ablation_base(name: str) -> str:
+    """The strategy (or method) an ablation runs: ``'DiffusionNAG:warmup=5'`` -> ``'DiffusionNAG'``."""
+    return name.split(":")[0]
+
+
 def ablation_kwargs(name: str) -> Dict[str, Any]:
     """``'DiffusionNAG:key=value:group.key=value'`` -> DiffusionNAG keyword arguments (values read
     as JSON where they parse, else as strings; ``surrogate.labels=zscore`` goes into ``surrogate``)."""
