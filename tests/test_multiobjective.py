@@ -103,22 +103,33 @@ def test_rank_targets_keep_the_front_and_the_costs():
     from nni_diffusionnag.search.core import SearchCore
     from nni_diffusionnag.space import NasBench201Space
 
-    mo = SearchCore(NasBench201Space(), SearchConfig.from_kwargs(objectives=["params", "latency_ms:min"], seed=0,
-                                                                 device="cpu")).mo
+    space = NasBench201Space()
     rng = np.random.default_rng(0)
-    values = np.column_stack([np.r_[rng.normal(90, 1, 19), 10.0],  # a long low tail, as NB201's
-                              -rng.uniform(0.1, 1.5, 20), -rng.uniform(1, 9, 20)])
-    values[3, 2] = np.nan  # a trial that did not report its latency
-    values[5, 0] = np.nan  # nor its metric
-    ranked = mo.targets(values, "rank")
-    assert np.array_equal(mo.targets(values, "zscore"), values, equal_nan=True)
+
+    def core(labels):
+        return SearchCore(space, SearchConfig.from_kwargs(objectives=["params", "latency_ms:min"], seed=0, device="cpu",
+                                                          surrogate={"labels": labels}))
+
+    ranked_core, zscore_core = core("rank"), core("zscore")
+    accuracy = np.r_[rng.normal(90, 1, 19), 10.0]  # a long low tail, as NB201's
+    latency = rng.uniform(1, 9, 20)
+    for i, types in enumerate(space.enumerate_types()[rng.permutation(15625)[:20]]):
+        sample = space.types_to_sample(types)
+        metric = {"default": accuracy[i]} if i == 3 else {"default": accuracy[i], "latency_ms": latency[i]}
+        for c in (ranked_core, zscore_core):  # trial 3 did not report its latency
+            c.observe(sample, metric)
+    history = ranked_core._history
+    values = ranked_core._objective_values(history) * ranked_core.mo.sign
+    ranked = ranked_core._mo_targets(history)
+    assert np.array_equal(zscore_core._mo_targets(history), values, equal_nan=True)
     assert np.array_equal(ranked[:, 1:], values[:, 1:], equal_nan=True)  # the costs, exact or reported, as they are
-    have = np.isfinite(values[:, 0])  # the metric: the same order, rank scores symmetric around 0
-    assert np.isnan(ranked[5, 0]) and np.isfinite(ranked[have, 0]).all()
-    assert (np.argsort(ranked[have, 0]) == np.argsort(values[have, 0])).all()
-    assert abs(ranked[have, 0].mean()) < 1e-9
+    assert np.isnan(ranked[3, 2]) and np.isfinite(values[:, :2]).all()
+    # the metric: the same order, rank scores symmetric around 0, remembered for the prediction log
+    assert (np.argsort(ranked[:, 0]) == np.argsort(values[:, 0])).all()
+    assert abs(ranked[:, 0].mean()) < 1e-9
+    assert np.array_equal(ranked_core._fit_labels[0], ranked[:, 0]) and zscore_core._fit_labels is None
     # the tail no longer dwarfs the rest: the 10% result is one rank step below the next
-    assert ranked[19, 0] > ranked[have, 0][:-1].min() - 1.0
+    assert ranked[19, 0] > ranked[:19, 0].min() - 1.0
     finite = np.isfinite(values).all(axis=1)
     assert (pareto_mask(ranked[finite]) == pareto_mask(values[finite])).all()
 

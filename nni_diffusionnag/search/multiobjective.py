@@ -34,7 +34,6 @@ import torch
 
 from ..diffusion.guidance import GuidanceTerm
 from ..nn.factory import Surrogate
-from ..nn.targets import standardise
 from .config import Objective
 from .generator import GuidedGenerator
 from .pareto import hypervolume_improvement, pareto_mask
@@ -93,23 +92,6 @@ class MultiObjective:
                 out[:, j] = self.cost(name, types) if len(types) else []
             else:
                 out[:, j] = [e.get(name, np.nan) for e in extras]
-        return out
-
-    def targets(self, maximised: np.ndarray, labels: str) -> np.ndarray:
-        """``[n, m]`` values the search learns, guides and selects on: with ``labels='rank'`` the
-        trial metric (column 0) is replaced by its rank scores
-        (:func:`~nni_diffusionnag.nn.targets.standardise`), as in single-objective search; with
-        ``'zscore'`` it stays as it is (its surrogate standardises it). The other objectives keep
-        their own units: exact costs are exact, and a reported cost such as ``latency_ms`` is what
-        the hypervolume is measured in (rank scores of it lowered the NAS-Bench-Graph hypervolume,
-        docs/benchmarks.md §11). A rank transform is monotone, so the front and the median
-        reference point are the same results; it spreads the top of a long-tailed metric (NB201's
-        10% cells) as much as the rest, and an improvement there counts as much as one in the
-        middle of the range."""
-        out = np.array(maximised, dtype=np.float64, copy=True)
-        have = np.isfinite(out[:, 0])
-        if labels != "zscore" and have.any():
-            out[have, 0] = standardise(out[have, 0], labels)
         return out
 
     # --- surrogates ----------------------------------------------------------------------------
