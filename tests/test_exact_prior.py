@@ -318,10 +318,34 @@ def test_local_candidates_join_the_ranked_pool():
     assert (none != anchor).sum(1).mean() > 3.5  # local_fraction=0: every candidate starts from noise
 
 
+def test_a_stalled_search_picks_the_best_ones_neighbours_first():
+    from nni_diffusionnag.search.config import SearchConfig
+    from nni_diffusionnag.search.core import SearchCore
+    from nni_diffusionnag.search.generator import GuidedGenerator
+
+    generator = GuidedGenerator(ProductPrior(NB201, device="cpu"), sampler=CONFIG)
+    best = NB201.random_types(1, np.random.default_rng(3))[0]
+    pool = generator.propose(40, n_candidates=40, scale=0.0, anchors=best[None], local_fraction=0.5, max_rounds=1, seed=0)
+    near = generator.propose(40, n_candidates=40, scale=0.0, anchors=best[None], local_fraction=0.5, max_rounds=1, seed=0,
+                             near=best)
+    one = (near != best).sum(1) == 1
+    assert 0 < one.sum() < len(near) and one[:one.sum()].all()  # the best's neighbours first, then the others
+    assert sorted(map(tuple, near)) == sorted(map(tuple, pool))  # the same candidates, reordered
+    assert [tuple(t) for t in near[~one]] == [tuple(t) for t in pool if (t != best).sum() != 1]  # rest in order
+
+    core = SearchCore(NB201, SearchConfig.from_kwargs(seed=0, device="cpu", local_patience=3))
+    cells = NB201.random_types(6, np.random.default_rng(4))
+    history = [(NB201.key(t), v) for t, v in zip(cells, [80.0, 91.0, 85.0, 90.0, 89.0, 91.0])]
+    assert core._stalled_best(history[:4]) is None  # two results since the best (the second): not yet
+    assert (core._stalled_best(history[:5]) == cells[1]).all()  # three: its neighbours first
+    assert (core._stalled_best(history) == cells[1]).all()  # a tie is no new best
+    assert SearchCore(NB201, SearchConfig.from_kwargs(seed=0, device="cpu"))._stalled_best(history) is None  # off
+
+
 def test_local_settings_are_checked():
     from nni_diffusionnag.search.config import SearchConfig
 
     for name, bad in (("local_fraction", 1.5), ("local_fraction", -0.1), ("local_noise", 0.0), ("local_noise", 2.0),
-                      ("local_anchors", 0)):
+                      ("local_anchors", 0), ("local_patience", -1)):
         with pytest.raises(ValueError, match=name):
             SearchConfig.from_kwargs(**{name: bad})

@@ -119,6 +119,14 @@ class LoopConfig:
     6 operations change in about 17% / 37% / 27% / 14% of them), the rest are generated from noise; all are ranked together.
     The search can then step next to what is best so far, which generation from noise reaches
     only by chance (docs/benchmarks.md §3, 'Local candidates'). ``local_fraction=0`` turns it off.
+
+    ``local_patience``: after that many results in a row without a new best, each round's picks
+    come first from the candidates one change away from the best (a trust region of radius 1,
+    ranked by the acquisition among themselves; the rest of the pool, ranked as usual, fills up
+    when fewer of them were generated). Near the optimum no surrogate of a few dozen results ranks
+    the best's neighbours better than a random order (docs/benchmarks.md §3 'What limits the last
+    stretch'), so a stalled search should spend its trials on them rather than further out.
+    0 (the default) turns it off.
     """
 
     batch_size: Optional[int] = None
@@ -130,6 +138,7 @@ class LoopConfig:
     local_fraction: float = 0.5
     local_noise: float = 0.55
     local_anchors: int = 3
+    local_patience: int = 0
 
     def __post_init__(self) -> None:
         if self.batch_size is not None:
@@ -150,6 +159,7 @@ class LoopConfig:
         if self.local_noise > 1:
             _fail("local_noise", self.local_noise, "a number in (0, 1]: the diffusion time the anchors are noised to")
         _int("local_anchors", self.local_anchors, 1)
+        _int("local_patience", self.local_patience, 0)
 
 
 @dataclass(frozen=True)

@@ -339,7 +339,7 @@ class SearchCore:
                     self._fitted_on = len(history)
                 batch = gen.propose(self.batch_size, exclude, loop.n_candidates, self.scale, acq.acquisition, acq.kappa,
                                     anchors=self._anchors(history), local_fraction=loop.local_fraction,
-                                    local_t=loop.local_noise)
+                                    local_t=loop.local_noise, near=self._stalled_best(history))
                 how = "guided"
             else:
                 k = n_warm or self.batch_size
@@ -456,6 +456,17 @@ class SearchCore:
         values = self._to_maximise([v for _, v in history])
         best = np.argsort(-values, kind="stable")[:self.config.loop.local_anchors]
         return np.array([history[i][0] for i in best]).reshape(len(best), self.space.num_nodes)
+
+    def _stalled_best(self, history: Sequence[Tuple[Key, float]]) -> Optional[np.ndarray]:
+        """The best graph ``[N]`` once ``local_patience`` results in a row brought no new best, else None."""
+        patience = self.config.loop.local_patience
+        if not patience or not history:
+            return None
+        values = self._to_maximise([v for _, v in history])
+        best = int(np.argmax(values))  # the first time the best value arrived
+        if len(history) - 1 - best < patience:
+            return None
+        return np.asarray(history[best][0])
 
     def _labels_for(self, history: Sequence[Tuple[Key, float]]) -> np.ndarray:
         """Surrogate targets of ``history``: its values to maximise as they are (``labels='zscore'``)

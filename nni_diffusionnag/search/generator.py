@@ -250,8 +250,8 @@ class GuidedGenerator:
     def propose(self, k: int, exclude: Collection[Tuple[int, ...]] = (), n_candidates: int = 200,
                 scale: float = DEFAULT_SCALE, acquisition: str = "ucb", kappa: float = 1.0, max_rounds: int = 5,
                 seed: Optional[int] = None, rank_fn: Optional[Callable[[np.ndarray], np.ndarray]] = None,
-                anchors: Optional[np.ndarray] = None, local_fraction: float = 0.0, local_t: float = 0.55
-                ) -> np.ndarray:
+                anchors: Optional[np.ndarray] = None, local_fraction: float = 0.0, local_t: float = 0.55,
+                near: Optional[np.ndarray] = None) -> np.ndarray:
         """Up to ``k`` new graphs ``[k', N]``: generated with guidance, de-duplicated against
         ``exclude`` (keys from ``space.key``) and each other, filtered by the constraints, then
         ranked by the acquisition (while no surrogate is fitted: by ``rank_fn(types) -> [B]``,
@@ -262,7 +262,8 @@ class GuidedGenerator:
         already-seen graphs cannot stall the search. With ``anchors`` (graphs ``[A, N]``, e.g. the
         best results so far), ``local_fraction`` of each round are guided variations of them
         (:meth:`generate` with ``start=(anchors, local_t)``) and the rest start from noise; both
-        kinds are ranked together.
+        kinds are ranked together. With ``near`` (one graph ``[N]``), the ranked candidates one
+        change away from it come first, in their own order (a trust region of radius 1).
         """
         seen = set(exclude)
         pool: List[np.ndarray] = []
@@ -293,4 +294,7 @@ class GuidedGenerator:
             cand = cand[np.argsort(-acq, kind="stable")]
         elif rank_fn is not None:
             cand = cand[np.argsort(-np.asarray(rank_fn(cand)), kind="stable")]
+        if near is not None:
+            one_change = (cand != np.asarray(near)[None, :]).sum(axis=1) == 1
+            cand = cand[np.argsort(~one_change, kind="stable")]
         return cand[:k]
