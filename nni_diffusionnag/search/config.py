@@ -123,10 +123,11 @@ class LoopConfig:
     ``local_patience``: after that many results in a row without a new best, each round's picks
     come first from the candidates one change away from the best (a trust region of radius 1,
     ranked by the acquisition among themselves; the rest of the pool, ranked as usual, fills up
-    when fewer of them were generated). Near the optimum no surrogate of a few dozen results ranks
-    the best's neighbours better than a random order (docs/benchmarks.md §3 'What limits the last
-    stretch'), so a stalled search should spend its trials on them rather than further out.
-    0 (the default) turns it off.
+    when fewer of them were generated; single-objective search from scratch only). Near the
+    optimum no surrogate of a few dozen results ranks the best's neighbours better than a random
+    order (docs/benchmarks.md §3 'What limits the last stretch'), which suggested spending a
+    stalled search's trials on them; on NB201 it needed more trained architectures (a stalled best
+    often has no better neighbour), so 0, the default, turns it off.
     """
 
     batch_size: Optional[int] = None
