@@ -342,6 +342,31 @@ def test_a_stalled_search_picks_the_best_ones_neighbours_first():
     assert SearchCore(NB201, SearchConfig.from_kwargs(seed=0, device="cpu"))._stalled_best(history) is None  # off
 
 
+def test_a_balanced_warmup_covers_every_choice_and_keeps_the_prior():
+    from nni_diffusionnag.search.config import SearchConfig
+    from nni_diffusionnag.search.core import SearchCore
+
+    prior = ProductPrior(NB201, device="cpu")
+    draws = prior.balanced_types(5, np.random.default_rng(0))
+    assert NB201.is_legal(draws).all()
+    for edge in range(1, 7):  # 5 draws: each of an edge's 5 operations exactly once
+        assert sorted(draws[:, edge]) == [2, 3, 4, 5, 6]
+    # each draw is still distributed as the prior: marginals of many designs of 3 are uniform
+    many = np.concatenate([prior.balanced_types(3, np.random.default_rng(s)) for s in range(2000)])
+    freq = np.stack([(many[:, 1:7] == t).mean(0) for t in range(2, 7)])
+    assert np.abs(freq - 0.2).max() < 0.02
+    skewed = ProductPrior(NB201, probs=np.where(NB201.legal, [1, 1, 5, 1, 1, 1, 1], 0), device="cpu")
+    freq = (skewed.balanced_types(9, np.random.default_rng(1))[:, 1:7] == 2).mean(0)
+    assert (freq == 5 / 9).all()  # a systematic sample of p = 5/9: five of nine draws exactly
+
+    core = SearchCore(NB201, SearchConfig.from_kwargs(seed=0, device="cpu", warmup_design="balanced"))
+    first = core.propose(5)
+    types = np.array([NB201.sample_to_types(s) for s in first])
+    assert all(sorted(types[:, e]) == [2, 3, 4, 5, 6] for e in range(1, 7))
+    with pytest.raises(ValueError, match="warmup_design"):
+        SearchConfig.from_kwargs(warmup_design="sobol")
+
+
 def test_local_settings_are_checked():
     from nni_diffusionnag.search.config import SearchConfig
 

@@ -30,6 +30,7 @@ __all__ = ["SearchConfig", "LoopConfig", "AcquisitionConfig", "PriorConfig", "Tr
 
 ACQUISITIONS = ("ucb", "ei", "mean", "ts")
 OPTIMIZE_MODES = ("maximize", "minimize")
+WARMUP_DESIGNS = ("random", "balanced")  # LoopConfig.warmup_design
 # Guidance push relative to the prior's pull (diffusion/guidance.py); chosen by the scale sweep of
 # `nni-diffusionnag bench guidance` (docs/benchmarks.md §2): larger collapses diversity.
 DEFAULT_SCALE = 0.3
@@ -120,6 +121,11 @@ class LoopConfig:
     The search can then step next to what is best so far, which generation from noise reaches
     only by chance (docs/benchmarks.md §3, 'Local candidates'). ``local_fraction=0`` turns it off.
 
+    ``warmup_design``: how the unguided warm-up is drawn from an exact product prior:
+    ``'random'`` (independent draws) or ``'balanced'`` (a Latin-hypercube design over each node's
+    choices, :meth:`~nni_diffusionnag.prior.exact.ProductPrior.balanced_types`; other priors draw
+    independently either way).
+
     ``local_patience``: after that many results in a row without a new best, each round's picks
     come first from the candidates one change away from the best (a trust region of radius 1,
     ranked by the acquisition among themselves; the rest of the pool, ranked as usual, fills up
@@ -140,6 +146,7 @@ class LoopConfig:
     local_noise: float = 0.55
     local_anchors: int = 3
     local_patience: int = 0
+    warmup_design: str = "random"
 
     def __post_init__(self) -> None:
         if self.batch_size is not None:
@@ -161,6 +168,7 @@ class LoopConfig:
             _fail("local_noise", self.local_noise, "a number in (0, 1]: the diffusion time the anchors are noised to")
         _int("local_anchors", self.local_anchors, 1)
         _int("local_patience", self.local_patience, 0)
+        _choice("warmup_design", self.warmup_design, WARMUP_DESIGNS)
 
 
 @dataclass(frozen=True)

@@ -347,7 +347,7 @@ class SearchCore:
                     batch = gen.propose(k, exclude, loop.n_candidates, scale=0.0, rank_fn=rank_fn)
                     how = "dataset-guided"
                 else:
-                    batch = gen.propose(k, exclude, max(k, loop.n_candidates // 4), scale=0.0)
+                    batch = self._warmup_draws(k, exclude)
                     how = "unguided"
             _logger.info("DiffusionNAG: %d %s proposals in %.2f s (%d results so far)", len(batch), how,
                          time.time() - t0, len(history))
@@ -456,6 +456,22 @@ class SearchCore:
         values = self._to_maximise([v for _, v in history])
         best = np.argsort(-values, kind="stable")[:self.config.loop.local_anchors]
         return np.array([history[i][0] for i in best]).reshape(len(best), self.space.num_nodes)
+
+    def _warmup_draws(self, k: int, exclude: set) -> np.ndarray:
+        """``k`` unguided graphs: prior samples, or with ``warmup_design='balanced'`` and an exact
+        product prior a balanced design (topped up with prior samples where the constraints or
+        ``exclude`` refuse some of it)."""
+        gen = self.generator
+        balanced = getattr(gen.prior, "balanced_types", None)
+        if self.config.loop.warmup_design != "balanced" or balanced is None:
+            return gen.propose(k, exclude, max(k, self.config.loop.n_candidates // 4), scale=0.0)
+        design = balanced(k, np.random.default_rng([self.seed, len(self._submitted), 17]))
+        design = design[gen.admissible(design, exclude)]
+        if len(design) < k:
+            more = exclude | {self.space.key(t) for t in design}
+            rest = gen.propose(k - len(design), more, max(k, self.config.loop.n_candidates // 4), scale=0.0)
+            design = np.concatenate([design, rest]) if len(rest) else design
+        return design
 
     def _stalled_best(self, history: Sequence[Tuple[Key, float]]) -> Optional[np.ndarray]:
         """The best graph ``[N]`` once ``local_patience`` results in a row brought no new best, else None."""
