@@ -32,27 +32,10 @@ Key = Tuple[int, ...]
 
 
 def run_search(table: str, column: str, seed: int, optimum: float, budget: int = 300) -> List[Key]:
-    """One default search through NNI's sequential engine, stopped at the optimum; its graphs in order."""
-    import nni
-    from nni.nas.execution import SequentialExecutionEngine
-    from nni.nas.execution.event import ModelEventType
-    from nni.nas.hub.pytorch import NasBench201
-    from nni.nas.space import SimplifiedModelSpace
+    """One default search as ``bench search`` runs it, stopped at the optimum; its graphs in order."""
+    from nni_diffusionnag.bench.search import run_strategy
 
-    from nni_diffusionnag.integration.evaluators import TabularEvaluator
-    from nni_diffusionnag.integration.strategy import DiffusionNAG
-
-    metrics: List[float] = []
-
-    class Engine(SequentialExecutionEngine):
-        def budget_available(self) -> bool:
-            return not (metrics and max(metrics) >= optimum) and super().budget_available()
-
-    engine = Engine(max_model_count=budget, continue_on_failure=True)
-    engine.register_model_event_callback(ModelEventType.FinalMetric, lambda e: metrics.append(float(e.metric)))
-    strategy = DiffusionNAG(seed=seed, device="cpu")
-    strategy(SimplifiedModelSpace.from_model(NasBench201(), TabularEvaluator(table, column)), engine)
-    nni.trial._params = None  # the sequential engine leaves trial params set (NNI 3.0)
+    strategy, _, _ = run_strategy("DiffusionNAG", table, column, seed, budget, stop_at=optimum)
     space = strategy.core.space
     return [space.key(space.sample_to_types(h["sample"])) for h in strategy.core.history()]
 

@@ -21,14 +21,14 @@ import logging
 import time
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Dict, Iterator, List, Optional, Sequence
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from .common import machine_info, nb201_truth, pad_curves, peak_rss_mb, write_json
 
-__all__ = ["run_search_bench", "run_one", "STRATEGIES"]
+__all__ = ["run_search_bench", "run_one", "run_strategy", "STRATEGIES"]
 
 _logger = logging.getLogger(__name__)
 
@@ -100,9 +100,11 @@ def _no_tpe_sleep() -> Iterator[None]:
         hpo.time = real
 
 
-def run_one(name: str, table: str | Path, column: str, seed: int, budget: int, prior_path: Optional[str] = None,
-            device: str = "cpu", stop_at: Optional[float] = None, meta_predictor: Optional[str] = None) -> Dict[str, Any]:
-    """One search; returns the metrics in the order they arrived and the wall time.
+def run_strategy(name: str, table: str | Path, column: str, seed: int, budget: int, prior_path: Optional[str] = None,
+                 device: str = "cpu", stop_at: Optional[float] = None, meta_predictor: Optional[str] = None
+                 ) -> Tuple[Any, List[float], float]:
+    """One search through NNI's sequential engine; returns the strategy object, the metrics in the
+    order they arrived and the wall time in seconds.
 
     With ``stop_at``, the engine reports no budget left once a metric >= ``stop_at`` arrived: the
     best-so-far curve is flat from there, so the rest of the budget would only cost time.
@@ -131,6 +133,13 @@ def run_one(name: str, table: str | Path, column: str, seed: int, budget: int, p
         strategy(space, engine)
     seconds = time.time() - t0
     nni.trial._params = None  # the sequential engine leaves trial params set (NNI 3.0 bug)
+    return strategy, metrics, seconds
+
+
+def run_one(name: str, table: str | Path, column: str, seed: int, budget: int, prior_path: Optional[str] = None,
+            device: str = "cpu", stop_at: Optional[float] = None, meta_predictor: Optional[str] = None) -> Dict[str, Any]:
+    """One search (:func:`run_strategy`); returns the metrics in the order they arrived and the wall time."""
+    _, metrics, seconds = run_strategy(name, table, column, seed, budget, prior_path, device, stop_at, meta_predictor)
     return {"strategy": name, "seed": seed, "metrics": metrics, "seconds": round(seconds, 2),
             "seconds_per_decision": seconds / max(1, len(metrics))}
 

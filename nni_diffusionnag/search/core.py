@@ -462,15 +462,15 @@ class SearchCore:
         product prior a balanced design (topped up with prior samples where the constraints or
         ``exclude`` refuse some of it)."""
         gen = self.generator
+        design = np.zeros((0, self.space.num_nodes), dtype=np.int64)
         balanced = getattr(gen.prior, "balanced_types", None)
-        if self.config.loop.warmup_design != "balanced" or balanced is None:
-            return gen.propose(k, exclude, max(k, self.config.loop.n_candidates // 4), scale=0.0)
-        design = balanced(k, np.random.default_rng([self.seed, len(self._submitted), 17]))
-        design = design[gen.admissible(design, exclude)]
+        if self.config.loop.warmup_design == "balanced" and balanced is not None:
+            design = balanced(k, np.random.default_rng([self.seed, len(self._submitted), 17]))
+            design = design[gen.admissible(design, exclude)]
         if len(design) < k:
             more = exclude | {self.space.key(t) for t in design}
             rest = gen.propose(k - len(design), more, max(k, self.config.loop.n_candidates // 4), scale=0.0)
-            design = np.concatenate([design, rest]) if len(rest) else design
+            design = np.concatenate([design, rest]) if len(design) else rest
         return design
 
     def _stalled_best(self, history: Sequence[Tuple[Key, float]]) -> Optional[np.ndarray]:
