@@ -28,7 +28,8 @@ from nni.nas.evaluator import Evaluator
 from ..search.pareto import hypervolume, hypervolume_curve, pareto_mask
 from .nbgraph import GraphCellSpace, load_table, table_hash
 
-__all__ = ["METHODS", "nbgraph_table", "run_one", "NasBenchGraphMOEvaluator"]
+__all__ = ["METHODS", "nbgraph_table", "run_one", "NasBenchGraphMOEvaluator", "top_entries", "front_split",
+           "hv_with_top", "uniform_top_draws"]
 
 METHODS = ("DiffusionNAG-MO", "DiffusionNAG-sum", "Random", "NSGAII", "TPE")
 
@@ -144,3 +145,65 @@ def run_one(t: Mapping[str, Any], method: str, seed: int, budget: int, device: s
     return {"method": method, "seed": seed, "points": [list(p) for p in points], "rows": list(range(len(points))),
             "hv_fraction": hv.round(5).tolist(), "queries_to_95": int(hit[0] + 1) if len(hit) else None,
             "seconds": round(seconds, 2)}
+
+
+# --- where the missing hypervolume lies (docs/benchmarks.md §11 'What 95% of the front takes') ---
+
+_TIE = 1e-6
+
+
+def top_entries(y: np.ndarray, top_fraction: float = 0.01) -> np.ndarray:
+    """Indices of the table's entries in the top ``top_fraction`` by the first objective
+    (validation): at least ``ceil(top_fraction * n)`` of them, every entry tied with the last one
+    included (the table's values repeat; 1e-6 absorbs their float rounding), best first."""
+    if not 0 < top_fraction <= 1:
+        raise ValueError(f"top_fraction must lie in (0, 1], got {top_fraction}")
+    order = np.argsort(-y[:, 0], kind="stable")
+    threshold = y[order[int(np.ceil(top_fraction * len(y))) - 1], 0]
+    return order[y[order, 0] >= threshold - _TIE]
+
+
+def front_split(y: np.ndarray, ref: np.ndarray, top_fraction: float = 0.01) -> Dict[str, Any]:
+    """Split the true front of ``y`` (maximised objectives, the first one validation) into its
+    entries in the validation top ``top_fraction`` and the rest.
+
+    Returns the top entries' validation ranks (1 = best of the table), the front's entries of each
+    part and ``top_share``: the fraction of the true front's hypervolume that only the top entries
+    hold (what a search that never reaches them must lose)."""
+    front_idx = np.flatnonzero(pareto_mask(y))
+    top = set(top_entries(y, top_fraction).tolist())
+    in_top = np.array([i in top for i in front_idx], dtype=bool)
+    rank = lambda i: int((y[:, 0] > y[i, 0] + _TIE).sum()) + 1  # noqa: E731 (ties share the better rank)
+    true_hv = hypervolume(y[front_idx], ref)
+    rest = y[front_idx[~in_top]]
+    return {"front_size": len(front_idx), "top_ranks": sorted(rank(i) for i in front_idx[in_top]),
+            "top_points": y[front_idx[in_top]], "rest_points": rest,
+            "top_share": 1.0 - (hypervolume(rest, ref) if len(rest) else 0.0) / true_hv}
+
+
+def hv_with_top(points: np.ndarray, split: Mapping[str, Any], ref: np.ndarray, true_hv: float) -> float:
+    """The hypervolume fraction of a run's ``points`` had it also found the front's top entries."""
+    both = np.vstack([np.asarray(points, dtype=np.float64).reshape(-1, 2), split["top_points"]])
+    return hypervolume(both[pareto_mask(both)], ref) / true_hv
+
+
+def uniform_top_draws(y: np.ndarray, ref: np.ndarray, top_fraction: float = 0.01, target: float = 0.95,
+                      repeats: int = 200, seed: int = 0) -> np.ndarray:
+    """Draws to ``target`` of the true front's hypervolume for a sampler that is *given* the rest
+    of the front and then draws the validation top ``top_fraction`` uniformly without repeats: a
+    search that reaches the top but cannot rank inside it. ``[repeats]``; ``len(top) + 1`` where
+    even all of the top falls short."""
+    split = front_split(y, ref, top_fraction)
+    true_hv = hypervolume(y[pareto_mask(y)], ref)
+    top = top_entries(y, top_fraction)
+    rng = np.random.default_rng(seed)
+    draws = np.full(repeats, len(top) + 1)
+    for r in range(repeats):
+        found = split["rest_points"]
+        for i, j in enumerate(rng.permutation(top), 1):
+            found = np.vstack([found, y[j]])
+            found = found[pareto_mask(found)]
+            if hypervolume(found, ref) >= target * true_hv:
+                draws[r] = i
+                break
+    return draws
