@@ -295,6 +295,8 @@ def _check_bench(args: argparse.Namespace) -> None:
         from .bench.search import STRATEGIES
 
         _check_ablations("bench search", args.strategies, STRATEGIES)
+    elif args.concurrency != 1:
+        raise CliError(f"--concurrency is for bench search only, not bench {args.which}")
     if args.which == "hpo":
         from .bench.hpo import TUNERS
 
@@ -462,7 +464,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
             raise SystemExit("bench search needs --table PATH (e.g. ../shared/data/nb201/nb201_test_acc.csv)")
         result = run_search_bench(args.table, args.column, args.output, seeds=args.seeds or 10, budget=args.budget,
                                   strategies=args.strategies.split(","), prior_path=args.prior, device=args.device,
-                                  stop_at_optimum=not args.full_budget)
+                                  stop_at_optimum=not args.full_budget, concurrency=args.concurrency)
     print(summarize(result))
     print(f"results written under {args.output}")
     return 0
@@ -537,6 +539,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="nbgraph-transfer: training steps of each source surrogate")
     p.add_argument("--full-budget", action="store_true",
                    help="search: keep going after the table optimum (for timing a whole run)")
+    p.add_argument("--concurrency", type=_count(1), default=1,
+                   help="search: trials in flight, as a training service with that many workers and trials of "
+                        "equal length (default 1)")
     p.add_argument("--datasets", default="cora,citeseer,pubmed,cs,physics,photo",
                    help="nbgraph, nbgraph-transfer, multiobjective --costs latency: comma list of NAS-Bench-Graph "
                         "datasets")

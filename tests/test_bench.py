@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from nni_diffusionnag.bench.search import run_one, run_search_bench, summarize
+from nni_diffusionnag.bench.search import run_one, run_search_bench, run_strategy, summarize
 
 
 
@@ -31,6 +31,20 @@ def test_ablation_names_become_strategy_arguments():
 def test_stop_at_optimum_ends_a_run(nb201_csv):
     run = run_one("Random", nb201_csv, "cifar10_test_acc", seed=0, budget=50, stop_at=0.0)
     assert len(run["metrics"]) == 1  # the first result already reaches the threshold
+
+
+def test_concurrency_keeps_trials_in_flight(nb201_csv):
+    # the first result arrives only once the third model is submitted; the two in flight then finish
+    run = run_one("Random", nb201_csv, "cifar10_test_acc", seed=0, budget=50, stop_at=0.0, concurrency=3)
+    assert len(run["metrics"]) == 3
+    # DiffusionNAG decides with results outstanding and never proposes an architecture in flight twice
+    strategy, metrics, _ = run_strategy("DiffusionNAG", nb201_csv, "cifar10_test_acc", seed=0, budget=12,
+                                        concurrency=4)
+    history = strategy.core.history()
+    assert len(metrics) == len(history) == 12
+    assert len({strategy.core.key_of(h["sample"]) for h in history}) == 12
+    with pytest.raises(ValueError, match="concurrency"):
+        run_one("Random", nb201_csv, "cifar10_test_acc", seed=0, budget=5, concurrency=0)
 
 
 def test_mobilenetv3_bench_counts_every_predictor_call(tmp_path):

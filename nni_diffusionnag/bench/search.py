@@ -21,7 +21,8 @@ import logging
 import time
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+from collections import deque
+from typing import Any, Deque, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -101,13 +102,20 @@ def _no_tpe_sleep() -> Iterator[None]:
 
 
 def run_strategy(name: str, table: str | Path, column: str, seed: int, budget: int, prior_path: Optional[str] = None,
-                 device: str = "cpu", stop_at: Optional[float] = None, meta_predictor: Optional[str] = None
-                 ) -> Tuple[Any, List[float], float]:
+                 device: str = "cpu", stop_at: Optional[float] = None, meta_predictor: Optional[str] = None,
+                 concurrency: int = 1) -> Tuple[Any, List[float], float]:
     """One search through NNI's sequential engine; returns the strategy object, the metrics in the
     order they arrived and the wall time in seconds.
 
     With ``stop_at``, the engine reports no budget left once a metric >= ``stop_at`` arrived: the
     best-so-far curve is flat from there, so the rest of the budget would only cost time.
+
+    With ``concurrency`` c > 1 the engine keeps c trials in flight, as a training service with c
+    workers and trials of equal length would: a submitted model is trained (its result arrives)
+    only once c - 1 later ones have been submitted, so every decision after the first c is taken
+    with c - 1 results outstanding. Results still arrive in submission order, so queries to the
+    optimum count the same way as with one worker; when the optimum's result arrives, c - 1 more
+    architectures are already in training.
     """
     import nni
     from nni.nas.execution import SequentialExecutionEngine
@@ -120,10 +128,28 @@ def run_strategy(name: str, table: str | Path, column: str, seed: int, budget: i
     space = SimplifiedModelSpace.from_model(NasBench201(), TabularEvaluator(str(table), column))
     metrics: List[float] = []
 
+    if concurrency < 1:
+        raise ValueError(f"concurrency must be >= 1 (trials in flight), got {concurrency}")
+
     class Engine(SequentialExecutionEngine):
+        def __init__(self, **kwargs: Any) -> None:
+            super().__init__(**kwargs)
+            self.in_flight: Deque[Any] = deque()
+            self.outstanding_at_submit: List[int] = []  # results still to come when each model was submitted
+
         def budget_available(self) -> bool:
             reached = stop_at is not None and metrics and max(metrics) >= stop_at
             return not reached and super().budget_available()
+
+        def _run_single_model(self, model: Any) -> None:  # called by submit_models, one model at a time
+            self.outstanding_at_submit.append(len(self.in_flight))
+            self.in_flight.append(model)
+            while len(self.in_flight) >= concurrency:
+                super()._run_single_model(self.in_flight.popleft())
+
+        def wait_models(self, *models: Any) -> None:  # the strategy is done: the trials in flight finish
+            while self.in_flight:
+                super()._run_single_model(self.in_flight.popleft())
 
     engine = Engine(max_model_count=budget, continue_on_failure=True)
     engine.register_model_event_callback(ModelEventType.FinalMetric, lambda e: metrics.append(float(e.metric)))
@@ -131,26 +157,29 @@ def run_strategy(name: str, table: str | Path, column: str, seed: int, budget: i
     t0 = time.time()
     with _no_tpe_sleep():
         strategy(space, engine)
+        engine.wait_models()  # trials still in flight finish, as on a training service (NNI's Random does not wait)
     seconds = time.time() - t0
     nni.trial._params = None  # the sequential engine leaves trial params set (NNI 3.0 bug)
     return strategy, metrics, seconds
 
 
 def run_one(name: str, table: str | Path, column: str, seed: int, budget: int, prior_path: Optional[str] = None,
-            device: str = "cpu", stop_at: Optional[float] = None, meta_predictor: Optional[str] = None) -> Dict[str, Any]:
+            device: str = "cpu", stop_at: Optional[float] = None, meta_predictor: Optional[str] = None,
+            concurrency: int = 1) -> Dict[str, Any]:
     """One search (:func:`run_strategy`); returns the metrics in the order they arrived and the wall time."""
-    _, metrics, seconds = run_strategy(name, table, column, seed, budget, prior_path, device, stop_at, meta_predictor)
+    _, metrics, seconds = run_strategy(name, table, column, seed, budget, prior_path, device, stop_at, meta_predictor,
+                                       concurrency)
     return {"strategy": name, "seed": seed, "metrics": metrics, "seconds": round(seconds, 2),
             "seconds_per_decision": seconds / max(1, len(metrics))}
 
 
 def run_search_bench(table: str | Path, column: str, output: str | Path, seeds: int = 10, budget: int = 300,
                      strategies: Sequence[str] = STRATEGIES[:4], prior_path: Optional[str] = None,
-                     device: str = "cpu", stop_at_optimum: bool = True) -> Dict[str, Any]:
+                     device: str = "cpu", stop_at_optimum: bool = True, concurrency: int = 1) -> Dict[str, Any]:
     """All strategies x seeds; writes ``search-<column>.json`` and ``.png`` under ``output``.
 
     ``stop_at_optimum`` ends a run once it has found the table optimum (its best-so-far curve is
-    flat afterwards), for every strategy alike.
+    flat afterwards), for every strategy alike; ``concurrency`` trials in flight (:func:`run_strategy`).
     """
     truth = nb201_truth(table, column)
     optimum = float(truth.max())
@@ -158,7 +187,7 @@ def run_search_bench(table: str | Path, column: str, output: str | Path, seeds: 
     for name in strategies:
         for seed in tqdm(range(seeds), desc=f"{name} on {column}"):
             run = run_one(name, table, column, seed, budget, prior_path, device,
-                          stop_at=optimum - 1e-9 if stop_at_optimum else None)
+                          stop_at=optimum - 1e-9 if stop_at_optimum else None, concurrency=concurrency)
             best = np.maximum.accumulate(run["metrics"]) if run["metrics"] else np.array([np.nan])
             hit = np.nonzero(best >= optimum - 1e-9)[0]
             run["queries_to_optimum"] = int(hit[0] + 1) if len(hit) else None
@@ -167,7 +196,7 @@ def run_search_bench(table: str | Path, column: str, output: str | Path, seeds: 
             _logger.info("%s seed %d: best %.2f, optimum at %s, %.3f s/decision", name, seed, best[-1],
                          run["queries_to_optimum"], run["seconds_per_decision"])
     result = {"machine": machine_info(), "column": column, "table_optimum": optimum, "budget": budget,
-              "stop_at_optimum": stop_at_optimum,
+              "stop_at_optimum": stop_at_optimum, "concurrency": concurrency,
               "seeds": seeds, "note": "NB201 table values are test accuracies (no validation split)",
               "runs": runs, "peak_rss_mb": round(peak_rss_mb(), 1)}
     out = Path(output)
@@ -185,7 +214,7 @@ def summarize(result: Dict[str, Any]) -> str:
     budget = result["budget"]
     names = list(dict.fromkeys(r["strategy"] for r in result["runs"]))
     lines = [f"{result['column']} (table optimum {result['table_optimum']:.2f}, test accuracy), budget {budget}, "
-             f"{result['seeds']} seeds",
+             f"{result['seeds']} seeds, {result.get('concurrency', 1)} trial(s) in flight",
              "", "| strategy | mean best @10 | @20 | @50 | @100 | @" + str(budget) + " | median queries to optimum | reached "
              "| s / decision |",
              "|---|---|---|---|---|---|---|---|---|"]
