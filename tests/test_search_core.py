@@ -186,3 +186,40 @@ def test_refit_steps_continue_from_the_last_fit(monkeypatch):
         steps.clear()
     with pytest.raises(ValueError, match="refit_steps must be None or an int >= 1"):
         SearchConfig.from_kwargs(surrogate={"refit_steps": 0})
+
+
+def test_running_trials_are_believed_in_the_refit():
+    """LoopConfig.pending: with trials still running, 'believer' fits on the results plus each
+    running architecture labelled with the last fit's prediction; 'ignore' on the results only."""
+    for mode in ("believer", "ignore"):
+        core = _core(pending=mode)
+        fits = []
+        real_fit = core.generator.fit
+
+        def fit(types, values, warm_start=False):
+            fits.append((np.array(types), np.array(values)))
+            return real_fit(types, values, warm_start=warm_start)
+
+        core.generator.fit = fit
+        for _ in range(3):  # warm-up and a first fit on results only: nothing is running yet
+            for sample in core.propose(2):
+                core.observe(sample, _score(sample))
+        assert len(fits) == 1 and len(fits[0][0]) == 4
+        running = core.propose(2)  # two trials in flight, then two more of which one reports
+        done = core.propose(2)
+        core.observe(done[0], _score(done[0]))
+        before = core.generator.predict(np.array([core.space.sample_to_types(s) for s in running]))[0]
+        core.propose(2)  # a round with 7 results and 3 running
+        types, values = fits[-1]
+        if mode == "ignore":
+            assert len(types) == 7
+            continue
+        assert len(types) == 10
+        believed = {core.key_of(s) for s in running + done[1:]}
+        assert {tuple(t) for t in types[7:]} == believed
+        keys = [tuple(t) for t in types]
+        for sample, mean in zip(running, before):
+            assert values[keys.index(core.key_of(sample))] == pytest.approx(mean, abs=1e-5)
+        assert core.generator.best_value == pytest.approx(values[:7].max())  # a belief is not a result
+    with pytest.raises(ValueError, match="pending"):
+        SearchConfig.from_kwargs(pending="fantasy")

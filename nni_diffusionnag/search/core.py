@@ -214,6 +214,7 @@ class SearchCore:
         self._extras: Dict[Key, Dict[str, float]] = {}  # reported values of the extra objectives
         self._warned_missing: set = set()
         self._fitted_on = 0
+        self._believed: frozenset = frozenset()  # running trials the last single-objective fit believed
         # (targets, values to maximise) of the last single-objective refit: the surrogate learns the
         # targets (SurrogateConfig.labels), its predictions are mapped back through them for the log
         self._fit_labels: Optional[Tuple[np.ndarray, np.ndarray]] = None
@@ -313,6 +314,7 @@ class SearchCore:
             with self._lock:
                 history = list(self._history)
                 exclude = set(self._submitted) | self._rejected
+                pending = [k for k in self._submitted if k not in self._done]  # trials still running
                 n_warm = max(0, self.warmup - len(self._submitted))
             loop, acq, gen = self.config.loop, self.config.acquisition, self.generator
             rank_fn = None
@@ -332,11 +334,7 @@ class SearchCore:
                 batch = self._mo_round(history, exclude)
                 how = "Pareto-guided"
             elif n_warm == 0 and len(history) >= 2:
-                if len(history) > self._fitted_on:
-                    # refit_steps: continue from the last fit's weights (GNN ensemble only)
-                    warm = gen.surrogate_config.refit_steps is not None and hasattr(gen.surrogate, "members")
-                    gen.fit(np.array([k for k, _ in history]), self._labels_for(history), warm_start=warm)
-                    self._fitted_on = len(history)
+                self._refit(history, pending)
                 batch = gen.propose(self.batch_size, exclude, loop.n_candidates, self.scale, acq.acquisition, acq.kappa,
                                     anchors=self._anchors(history), local_fraction=loop.local_fraction,
                                     local_t=loop.local_noise, near=self._stalled_best(history))
@@ -354,6 +352,25 @@ class SearchCore:
             if self.prediction_log is not None and gen.surrogate is not None and len(batch):
                 self._log_predictions(batch)
             return batch
+
+    def _refit(self, history: List[Tuple[Key, float]], pending: List[Key]) -> None:
+        """Refit the single-objective surrogate when results (or, with ``pending='believer'``, the
+        running trials) changed since the last fit. Believed trials carry the last fit's prediction
+        as their label (LoopConfig, ``pending``)."""
+        gen = self.generator
+        believe = self.config.loop.pending == "believer" and bool(pending) and gen.surrogate is not None
+        believed = frozenset(pending) if believe else frozenset()
+        if len(history) <= self._fitted_on and believed == self._believed:
+            return
+        keys, labels = np.array([k for k, _ in history]), self._labels_for(history)
+        if believe:
+            fantasy, _ = gen.predict(np.array(pending))
+            keys, labels = np.concatenate([keys, np.array(pending)]), np.concatenate([labels, fantasy])
+        # refit_steps: continue from the last fit's weights (GNN ensemble only)
+        warm = gen.surrogate_config.refit_steps is not None and hasattr(gen.surrogate, "members")
+        gen.fit(keys, labels, warm_start=warm)
+        gen.best_value = float(labels[:len(history)].max())  # the best *result*, not a belief (EI)
+        self._fitted_on, self._believed = len(history), believed
 
     def _log_predictions(self, batch: np.ndarray) -> None:
         import json
