@@ -26,22 +26,21 @@ import numpy as np
 
 
 def study(result: Dict[str, Any], top_fraction: float = 0.01) -> Dict[str, Any]:
-    from nni_diffusionnag.bench.nbgraph_mo import (front_split, hv_with_top, nbgraph_table, top_entries,
-                                                   uniform_top_draws)
+    from nni_diffusionnag.bench.nbgraph_mo import front_split, hv_with_top, nbgraph_table, uniform_top_draws
 
     out: Dict[str, Any] = {}
     for key, col in result["columns"].items():
         t = nbgraph_table(key.split()[0])
         split = front_split(t["y"], t["ref"], top_fraction)
-        top = top_entries(t["y"], top_fraction)
+        top = split["top"]
         threshold = t["y"][top[-1], 0] - 1e-6
-        draws = uniform_top_draws(t["y"], t["ref"], top_fraction, repeats=1000)
+        draws = uniform_top_draws(t["y"], t["ref"], split, repeats=1000)
         methods: Dict[str, Dict[str, list]] = defaultdict(lambda: defaultdict(list))
         for run in col["runs"]:
             p = np.asarray(run["points"], dtype=np.float64).reshape(-1, 2)
             m = methods[run["method"]]
             m["hv"].append(run["hv_fraction"][-1])
-            m["hv_with_top"].append(hv_with_top(p, split, t["ref"], t["true_hv"]))
+            m["hv_with_top"].append(hv_with_top(p, split, t["ref"]))
             m["top_visited"].append(len({tuple(q) for q in p[p[:, 0] >= threshold].round(9).tolist()}))
         out[key] = {"top_size": len(top), "front_size": split["front_size"], "top_ranks": split["top_ranks"],
                     "top_share": round(split["top_share"], 3), "queries": len(col["runs"][0]["points"]),

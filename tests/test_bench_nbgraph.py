@@ -150,13 +150,13 @@ def test_front_split_puts_the_missing_hypervolume_at_the_validation_top():
     assert sorted(nbgraph_mo.top_entries(y, 0.05).tolist()) == [0, 1]
     split = nbgraph_mo.front_split(y, ref, 0.05)
     assert split["front_size"] == 4 and split["top_ranks"] == [1, 2]
-    assert split["top_share"] == pytest.approx(1 - 27.9 / 48.9)
-    assert nbgraph_mo.hv_with_top(np.array([[5.0, -0.5]]), split, ref, 48.9) == pytest.approx(48.5 / 48.9)
+    assert split["top_share"] == pytest.approx(1 - 27.9 / 48.9) and split["true_hv"] == pytest.approx(48.9)
+    assert nbgraph_mo.hv_with_top(np.array([[5.0, -0.5]]), split, ref) == pytest.approx(48.5 / 48.9)
     # given the rest, drawing 9 first reaches 47.9 / 48.9 >= 0.95 at once; drawing 10 first, 32.9 / 48.9 does not
-    draws = nbgraph_mo.uniform_top_draws(y, ref, 0.05, repeats=200)
+    draws = nbgraph_mo.uniform_top_draws(y, ref, split, repeats=200)
     assert set(draws.tolist()) == {1, 2}
-    assert set(nbgraph_mo.uniform_top_draws(y, ref, 0.05, target=1.0, repeats=20).tolist()) == {2}
-    assert set(nbgraph_mo.uniform_top_draws(y, ref, 0.05, target=1.01, repeats=5).tolist()) == {3}  # never
+    assert set(nbgraph_mo.uniform_top_draws(y, ref, split, target=1.0, repeats=20).tolist()) == {2}
+    assert set(nbgraph_mo.uniform_top_draws(y, ref, split, target=1.01, repeats=5).tolist()) == {3}  # never
     # an entry tied with the last of the top joins it (float rounding included)
     tied = np.vstack([y, [[9.0 + 1e-9, -3.0]]])
     assert sorted(nbgraph_mo.top_entries(tied, 0.04).tolist()) == [0, 1, 40]  # 2 asked, 3 kept

@@ -167,35 +167,36 @@ def front_split(y: np.ndarray, ref: np.ndarray, top_fraction: float = 0.01) -> D
     """Split the true front of ``y`` (maximised objectives, the first one validation) into its
     entries in the validation top ``top_fraction`` and the rest.
 
-    Returns the top entries' validation ranks (1 = best of the table), the front's entries of each
-    part and ``top_share``: the fraction of the true front's hypervolume that only the top entries
-    hold (what a search that never reaches them must lose)."""
+    Returns the top's indices (``top``, :func:`top_entries`), the true front's hypervolume
+    (``true_hv``), the top front entries' validation ranks (1 = best of the table), the front's
+    entries of each part and ``top_share``: the fraction of the true front's hypervolume that only
+    the top entries hold (what a search that never reaches them must lose)."""
     front_idx = np.flatnonzero(pareto_mask(y))
-    top = set(top_entries(y, top_fraction).tolist())
-    in_top = np.array([i in top for i in front_idx], dtype=bool)
+    top = top_entries(y, top_fraction)
+    in_top = np.isin(front_idx, top)
     rank = lambda i: int((y[:, 0] > y[i, 0] + _TIE).sum()) + 1  # noqa: E731 (ties share the better rank)
     true_hv = hypervolume(y[front_idx], ref)
     rest = y[front_idx[~in_top]]
-    return {"front_size": len(front_idx), "top_ranks": sorted(rank(i) for i in front_idx[in_top]),
+    return {"top": top, "true_hv": true_hv, "front_size": len(front_idx),
+            "top_ranks": sorted(rank(i) for i in front_idx[in_top]),
             "top_points": y[front_idx[in_top]], "rest_points": rest,
             "top_share": 1.0 - (hypervolume(rest, ref) if len(rest) else 0.0) / true_hv}
 
 
-def hv_with_top(points: np.ndarray, split: Mapping[str, Any], ref: np.ndarray, true_hv: float) -> float:
-    """The hypervolume fraction of a run's ``points`` had it also found the front's top entries."""
+def hv_with_top(points: np.ndarray, split: Mapping[str, Any], ref: np.ndarray) -> float:
+    """The hypervolume fraction of a run's ``points`` had it also found the front's top entries
+    (``split`` from :func:`front_split`)."""
     both = np.vstack([np.asarray(points, dtype=np.float64).reshape(-1, 2), split["top_points"]])
-    return hypervolume(both[pareto_mask(both)], ref) / true_hv
+    return hypervolume(both[pareto_mask(both)], ref) / split["true_hv"]
 
 
-def uniform_top_draws(y: np.ndarray, ref: np.ndarray, top_fraction: float = 0.01, target: float = 0.95,
+def uniform_top_draws(y: np.ndarray, ref: np.ndarray, split: Mapping[str, Any], target: float = 0.95,
                       repeats: int = 200, seed: int = 0) -> np.ndarray:
     """Draws to ``target`` of the true front's hypervolume for a sampler that is *given* the rest
-    of the front and then draws the validation top ``top_fraction`` uniformly without repeats: a
-    search that reaches the top but cannot rank inside it. ``[repeats]``; ``len(top) + 1`` where
-    even all of the top falls short."""
-    split = front_split(y, ref, top_fraction)
-    true_hv = hypervolume(y[pareto_mask(y)], ref)
-    top = top_entries(y, top_fraction)
+    of the front and then draws the validation top (``split`` from :func:`front_split`) uniformly
+    without repeats: a search that reaches the top but cannot rank inside it. ``[repeats]``;
+    ``len(top) + 1`` where even all of the top falls short."""
+    top = split["top"]
     rng = np.random.default_rng(seed)
     draws = np.full(repeats, len(top) + 1)
     for r in range(repeats):
@@ -203,7 +204,7 @@ def uniform_top_draws(y: np.ndarray, ref: np.ndarray, top_fraction: float = 0.01
         for i, j in enumerate(rng.permutation(top), 1):
             found = np.vstack([found, y[j]])
             found = found[pareto_mask(found)]
-            if hypervolume(found, ref) >= target * true_hv:
+            if hypervolume(found, ref) >= target * split["true_hv"]:
                 draws[r] = i
                 break
     return draws

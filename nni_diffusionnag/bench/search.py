@@ -19,9 +19,9 @@ import contextlib
 import json
 import logging
 import time
+from collections import deque
 from pathlib import Path
 from types import SimpleNamespace
-from collections import deque
 from typing import Any, Deque, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -135,14 +135,12 @@ def run_strategy(name: str, table: str | Path, column: str, seed: int, budget: i
         def __init__(self, **kwargs: Any) -> None:
             super().__init__(**kwargs)
             self.in_flight: Deque[Any] = deque()
-            self.outstanding_at_submit: List[int] = []  # results still to come when each model was submitted
 
         def budget_available(self) -> bool:
             reached = stop_at is not None and metrics and max(metrics) >= stop_at
             return not reached and super().budget_available()
 
         def _run_single_model(self, model: Any) -> None:  # called by submit_models, one model at a time
-            self.outstanding_at_submit.append(len(self.in_flight))
             self.in_flight.append(model)
             while len(self.in_flight) >= concurrency:
                 super()._run_single_model(self.in_flight.popleft())

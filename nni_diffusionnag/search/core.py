@@ -314,7 +314,9 @@ class SearchCore:
             with self._lock:
                 history = list(self._history)
                 exclude = set(self._submitted) | self._rejected
-                pending = [k for k in self._submitted if k not in self._done]  # trials still running
+                # trials still running: only the believer refit reads them (LoopConfig.pending)
+                pending = ([k for k in self._submitted if k not in self._done]
+                           if self.config.loop.pending == "believer" else [])
                 n_warm = max(0, self.warmup - len(self._submitted))
             loop, acq, gen = self.config.loop, self.config.acquisition, self.generator
             rank_fn = None
