@@ -328,7 +328,7 @@ class SearchCore:
             if self.meta is not None:
                 self._refit_from_meta(history)
                 local = dict(anchors=self._anchors(history), local_fraction=loop.local_fraction,
-                             local_t=loop.local_noise) if self._sources and history else {}
+                             local_t=loop.local_noise, local_mix=loop.local_mix) if self._sources and history else {}
                 batch = gen.propose(self.batch_size, exclude, loop.n_candidates, self.scale, acq.acquisition, acq.kappa,
                                     **local)
                 how = "meta-guided"
@@ -339,7 +339,8 @@ class SearchCore:
                 self._refit(history, pending)
                 batch = gen.propose(self.batch_size, exclude, loop.n_candidates, self.scale, acq.acquisition, acq.kappa,
                                     anchors=self._anchors(history), local_fraction=loop.local_fraction,
-                                    local_t=loop.local_noise, near=self._stalled_best(history))
+                                    local_t=loop.local_noise, near=self._stalled_best(history),
+                                    local_mix=loop.local_mix)
                 how = "guided"
             else:
                 k = n_warm or self.batch_size

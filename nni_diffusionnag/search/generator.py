@@ -7,7 +7,9 @@ best new ones. The search core (:mod:`.core`) drives it; nothing here imports NN
 
 from __future__ import annotations
 
+import itertools
 import logging
+import math
 import time
 from dataclasses import dataclass
 from typing import Callable, Collection, Dict, List, Optional, Sequence, Tuple
@@ -20,7 +22,7 @@ from ..diffusion.guidance import GuidanceTerm, budget_penalty, expected_improvem
 from ..nn.factory import Surrogate, build_surrogate, fit_model
 from ..nn.surrogate import SurrogateConfig
 from ..prior.model import DiffusionPrior, GeneratedBatch, SamplerConfig
-from .config import ACQUISITIONS, DEFAULT_SCALE
+from .config import ACQUISITIONS, CROSSOVER_NOISE, DEFAULT_SCALE
 
 __all__ = ["Constraint", "GuidedGenerator", "ACQUISITIONS"]
 
@@ -212,11 +214,12 @@ class GuidedGenerator:
 
     def generate(self, n: int, scale: float = DEFAULT_SCALE, acquisition: str = "mean", kappa: float = 1.0,
                  seed: Optional[int] = None, progress: bool = False,
-                 start: Optional[Tuple[np.ndarray, float]] = None) -> GeneratedBatch:
+                 start: Optional[Tuple[np.ndarray, float]] = None, mix: float = 0.0) -> GeneratedBatch:
         """``n`` graphs from the prior guided by the surrogate (``scale``; 0 = unguided) and the
         constraints. Before the surrogate is fitted only the constraints guide. ``start =
-        (anchors [A, N], t_start)``: guided variations of the anchor graphs instead (each anchor
-        in turn, diffused to ``t_start`` and denoised; diffusion/sampling.py ``pc_sample``)."""
+        (anchors [A, N], t_start)``: guided variations of the anchor graphs instead (codes from
+        :meth:`start_codes` with ``mix``, diffused to ``t_start`` and denoised;
+        diffusion/sampling.py ``pc_sample``)."""
         if acquisition not in ACQUISITIONS:
             raise ValueError(f"unknown acquisition {acquisition!r}; choose one of {ACQUISITIONS}")
         self._calls += 1
@@ -228,8 +231,23 @@ class GuidedGenerator:
         x_start = None
         if start is not None:
             anchors, t_start = start
-            x_start = (self.features(np.asarray(anchors)[np.arange(n) % len(anchors)]), t_start)
+            x_start = (self.start_codes(np.asarray(anchors), n, mix), t_start)
         return self.prior.generate(n, self.sampler, seed=seed, score_fn=score_fn, progress=progress, start=x_start)
+
+    def start_codes(self, anchors: np.ndarray, n: int, mix: float = 0.0) -> torch.Tensor:
+        """``n`` codes ``[n, N, V]`` that local candidates start from: each of the ``anchors``
+        ``[A, N]`` in turn, except that the first ``round(n * mix)`` are midpoints of two distinct
+        anchors (every pair in turn; needs two anchors). A midpoint is a crossover in code space:
+        where the two parents agree it is their code, where they differ it sits halfway between
+        both types (0 at each, -1 elsewhere), so denoising mostly picks one parent's type there,
+        guided by the surrogate like every other node."""
+        codes = self.features(anchors)
+        rows = codes[np.arange(n) % len(anchors)].clone()
+        n_mix = int(round(n * mix)) if len(anchors) >= 2 else 0
+        if n_mix:
+            pairs = np.array(list(itertools.combinations(range(len(anchors)), 2)))[np.arange(n_mix) % math.comb(len(anchors), 2)]
+            rows[:n_mix] = (codes[pairs[:, 0]] + codes[pairs[:, 1]]) / 2
+        return rows
 
     def admissible(self, types: np.ndarray, seen: Collection[Tuple[int, ...]]) -> np.ndarray:
         """``[B]`` bool: graphs of ``types: [B, N]`` that are new (not in ``seen``, first copy
@@ -251,7 +269,7 @@ class GuidedGenerator:
                 scale: float = DEFAULT_SCALE, acquisition: str = "ucb", kappa: float = 1.0, max_rounds: int = 5,
                 seed: Optional[int] = None, rank_fn: Optional[Callable[[np.ndarray], np.ndarray]] = None,
                 anchors: Optional[np.ndarray] = None, local_fraction: float = 0.0, local_t: float = 0.55,
-                near: Optional[np.ndarray] = None) -> np.ndarray:
+                near: Optional[np.ndarray] = None, local_mix: float = 0.0) -> np.ndarray:
         """Up to ``k`` new graphs ``[k', N]``: generated with guidance, de-duplicated against
         ``exclude`` (keys from ``space.key``) and each other, filtered by the constraints, then
         ranked by the acquisition (while no surrogate is fitted: by ``rank_fn(types) -> [B]``,
@@ -261,22 +279,27 @@ class GuidedGenerator:
         each round halves the guidance scale, so a surrogate that pulls everything to a few
         already-seen graphs cannot stall the search. With ``anchors`` (graphs ``[A, N]``, e.g. the
         best results so far), ``local_fraction`` of each round are guided variations of them
-        (:meth:`generate` with ``start=(anchors, local_t)``) and the rest start from noise; both
-        kinds are ranked together. With ``near`` (one graph ``[N]``), the ranked candidates one
+        (:meth:`generate` with ``start=(anchors, local_t)``; ``local_mix`` of them start from
+        crossovers of two anchors at :data:`CROSSOVER_NOISE`, :meth:`start_codes`) and the rest
+        start from noise; all kinds are ranked together. With ``near`` (one graph ``[N]``), the ranked candidates one
         change away from it come first, in their own order (a trust region of radius 1).
         """
         seen = set(exclude)
         pool: List[np.ndarray] = []
         n_local = int(round(n_candidates * local_fraction)) if anchors is not None and len(anchors) else 0
+        n_mix = int(round(n_local * local_mix)) if n_local and len(anchors) >= 2 else 0
         for r in range(max_rounds):
             s = scale / (2**r)
             parts = []
             if n_candidates > n_local:
                 parts.append(self.generate(n_candidates - n_local, s, acquisition, kappa,
                                            seed=None if seed is None else seed + r).types)
-            if n_local:
-                parts.append(self.generate(n_local, s, acquisition, kappa, start=(anchors, local_t),
+            if n_local > n_mix:
+                parts.append(self.generate(n_local - n_mix, s, acquisition, kappa, start=(anchors, local_t),
                                            seed=None if seed is None else seed + 7919 + r).types)
+            if n_mix:
+                parts.append(self.generate(n_mix, s, acquisition, kappa, start=(anchors, CROSSOVER_NOISE), mix=1.0,
+                                           seed=None if seed is None else seed + 15887 + r).types)
             types = np.concatenate(parts)
             for i in np.flatnonzero(self.admissible(types, seen)):
                 seen.add(self.space.key(types[i]))
