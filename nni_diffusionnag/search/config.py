@@ -191,7 +191,7 @@ class LoopConfig:
         _int("local_anchors", self.local_anchors, 1)
         _number("local_mix", self.local_mix, 0.0)
         if self.local_mix > 1:
-            _fail("local_mix", self.local_mix, "a number in [0, 1]: the share of local candidates started from two anchors")
+            _fail("local_mix", self.local_mix, "a number in [0, 1]: the share of local candidates from two anchors")
         _int("local_patience", self.local_patience, 0)
         _choice("warmup_design", self.warmup_design, WARMUP_DESIGNS)
         _choice("pending", self.pending, PENDING)

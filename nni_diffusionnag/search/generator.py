@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import math
 import time
 from dataclasses import dataclass
 from typing import Callable, Collection, Dict, List, Optional, Sequence, Tuple
@@ -245,7 +244,8 @@ class GuidedGenerator:
         rows = codes[np.arange(n) % len(anchors)].clone()
         n_mix = int(round(n * mix)) if len(anchors) >= 2 else 0
         if n_mix:
-            pairs = np.array(list(itertools.combinations(range(len(anchors)), 2)))[np.arange(n_mix) % math.comb(len(anchors), 2)]
+            pairs = np.array(list(itertools.combinations(range(len(anchors)), 2)))
+            pairs = pairs[np.arange(n_mix) % len(pairs)]
             rows[:n_mix] = (codes[pairs[:, 0]] + codes[pairs[:, 1]]) / 2
         return rows
 
