@@ -110,3 +110,26 @@ def test_bench_multiobjective_takes_settings_of_diffusionnag(nb201_csv, tmp_path
     t = _table(nb201_csv, "cifar10_test_acc", "params")
     assert run_one(t, "DiffusionNAG-MO:warmup=8", "params", 0, 8)["rows"] == run["rows"]
     assert run_one(t, "DiffusionNAG-MO:warmup=8:batch_size=1", "params", 0, 8)["rows"] == run["rows"]
+
+
+def test_bench_multiobjective_keeps_finished_methods_when_a_later_one_dies(nb201_csv, tmp_path, monkeypatch):
+    """The JSON is written after every method, so a run killed (here: crashing) in its second
+    method keeps the first method's seeds."""
+    from nni_diffusionnag.bench import multiobjective
+
+    real = multiobjective.run_one
+
+    def dies_on_random(t, method, cost, seed, budget, device="cpu"):
+        if method == "Random":
+            raise KeyboardInterrupt("killed")
+        return real(t, method, cost, seed, budget, device)
+
+    monkeypatch.setattr(multiobjective, "run_one", dies_on_random)
+    out = tmp_path / "out"
+    with pytest.raises(KeyboardInterrupt):
+        multiobjective.run_multiobjective_bench(nb201_csv, out, costs=("params",), seeds=(0, 1), budget=6,
+                                                methods=("DiffusionNAG-MO:warmup=6", "Random"))
+    result = json.loads(next(out.glob("multiobjective-*.json")).read_text())
+    (col,) = result["columns"].values()
+    assert [(r["method"], r["seed"]) for r in col["runs"]] == [("DiffusionNAG-MO:warmup=6", 0),
+                                                                ("DiffusionNAG-MO:warmup=6", 1)]

@@ -184,10 +184,11 @@ def run_multiobjective_bench(table: Optional[str | Path], output: str | Path, co
                 runs.append(run)
                 _logger.info("%s on %s seed %d: HV@%d %.3f, 95%% at %s, %.1f s", method, name, seed, budget,
                              run["hv_fraction"][-1], run["queries_to_95"], run["seconds"])
-        result["columns"][name] = {"title": title, "reference_point": t["ref"].tolist(),
-                                   "true_hypervolume": t["true_hv"], "true_front_size": t["front_size"], "runs": runs}
-        result["peak_rss_mb"] = round(peak_rss_mb(), 1)
-        write_json(out / f"{stem}.json", result)  # after every column: a partial result survives
+            result["columns"][name] = {"title": title, "reference_point": t["ref"].tolist(),
+                                       "true_hypervolume": t["true_hv"], "true_front_size": t["front_size"],
+                                       "runs": runs}
+            result["peak_rss_mb"] = round(peak_rss_mb(), 1)
+            write_json(out / f"{stem}.json", result)  # after every method: a killed run keeps what it finished
     _plot(result, out / f"{stem}.png")
     return result
 
