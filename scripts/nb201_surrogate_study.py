@@ -144,7 +144,7 @@ def main() -> None:
                     glob_rho[name].append(float(spearmanr(p[top], y[top]).correlation))
             best = max(seen, key=lambda i: y[i])
             distance = (cells[:, edges] != cells[best, edges]).sum(1)
-            untested = np.flatnonzero((distance == 1) & ~np.isin(np.arange(len(y)), seen))
+            untested = np.flatnonzero((distance == 1) & untested_mask)
             better = y[untested] > y[best]
             if not better.any():
                 continue

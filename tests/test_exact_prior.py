@@ -329,13 +329,13 @@ def test_crossovers_take_each_node_from_one_of_two_parents():
     parents[1, 2] = 2 + (parents[0, 2] - 1) % 5  # another operation on two edges
     parents[1, 5] = 2 + (parents[0, 5] - 1) % 5
     parents[2, 1] = 2 + (parents[0, 1] - 1) % 5
-    codes, single = generator.start_codes(parents, 8, mix=0.5), generator.features(parents)
+    codes, single = generator.start_codes(parents, 4, crossover=True), generator.features(parents)
     assert torch.allclose(codes[0], (single[0] + single[1]) / 2)  # the pairs in turn: (0, 1), (0, 2), (1, 2), ...
     assert torch.allclose(codes[2], (single[1] + single[2]) / 2) and torch.allclose(codes[3], codes[0])
-    assert torch.equal(codes[4:], single[np.arange(4, 8) % 3])  # then each anchor in turn, as without mix
-    assert torch.equal(generator.start_codes(parents[:1], 4, mix=1.0), single[[0, 0, 0, 0]])  # one anchor: no pair
+    assert torch.equal(generator.start_codes(parents, 4), single[np.arange(4) % 3])  # without: each anchor in turn
+    assert torch.equal(generator.start_codes(parents[:1], 4, crossover=True), single[[0, 0, 0, 0]])  # one: no pair
 
-    types = generator.generate(600, scale=0.0, seed=1, start=(parents[:2], CROSSOVER_NOISE), mix=1.0).types
+    types = generator.generate(600, scale=0.0, seed=1, start=(parents[:2], CROSSOVER_NOISE), crossover=True).types
     from_parents = ((types == parents[0]) | (types == parents[1])).all(1)
     new = from_parents & (types != parents[0]).any(1) & (types != parents[1]).any(1)
     # measured (seeds 1-2): 99% keep every node from a parent, about half are one of the 2 new combinations

@@ -213,11 +213,11 @@ class GuidedGenerator:
 
     def generate(self, n: int, scale: float = DEFAULT_SCALE, acquisition: str = "mean", kappa: float = 1.0,
                  seed: Optional[int] = None, progress: bool = False,
-                 start: Optional[Tuple[np.ndarray, float]] = None, mix: float = 0.0) -> GeneratedBatch:
+                 start: Optional[Tuple[np.ndarray, float]] = None, crossover: bool = False) -> GeneratedBatch:
         """``n`` graphs from the prior guided by the surrogate (``scale``; 0 = unguided) and the
         constraints. Before the surrogate is fitted only the constraints guide. ``start =
         (anchors [A, N], t_start)``: guided variations of the anchor graphs instead (codes from
-        :meth:`start_codes` with ``mix``, diffused to ``t_start`` and denoised;
+        :meth:`start_codes` with ``crossover``, diffused to ``t_start`` and denoised;
         diffusion/sampling.py ``pc_sample``)."""
         if acquisition not in ACQUISITIONS:
             raise ValueError(f"unknown acquisition {acquisition!r}; choose one of {ACQUISITIONS}")
@@ -230,24 +230,22 @@ class GuidedGenerator:
         x_start = None
         if start is not None:
             anchors, t_start = start
-            x_start = (self.start_codes(np.asarray(anchors), n, mix), t_start)
+            x_start = (self.start_codes(np.asarray(anchors), n, crossover), t_start)
         return self.prior.generate(n, self.sampler, seed=seed, score_fn=score_fn, progress=progress, start=x_start)
 
-    def start_codes(self, anchors: np.ndarray, n: int, mix: float = 0.0) -> torch.Tensor:
+    def start_codes(self, anchors: np.ndarray, n: int, crossover: bool = False) -> torch.Tensor:
         """``n`` codes ``[n, N, V]`` that local candidates start from: each of the ``anchors``
-        ``[A, N]`` in turn, except that the first ``round(n * mix)`` are midpoints of two distinct
-        anchors (every pair in turn; needs two anchors). A midpoint is a crossover in code space:
-        where the two parents agree it is their code, where they differ it sits halfway between
-        both types (0 at each, -1 elsewhere), so denoising mostly picks one parent's type there,
-        guided by the surrogate like every other node."""
+        ``[A, N]`` in turn, or with ``crossover`` (and two anchors or more) the midpoints of two
+        distinct anchors, every pair in turn. A midpoint is a crossover in code space: where the
+        two parents agree it is their code, where they differ it sits halfway between both types
+        (0 at each, -1 elsewhere), so denoising mostly picks one parent's type there, guided by the
+        surrogate like every other node."""
         codes = self.features(anchors)
-        rows = codes[np.arange(n) % len(anchors)].clone()
-        n_mix = int(round(n * mix)) if len(anchors) >= 2 else 0
-        if n_mix:
-            pairs = np.array(list(itertools.combinations(range(len(anchors)), 2)))
-            pairs = pairs[np.arange(n_mix) % len(pairs)]
-            rows[:n_mix] = (codes[pairs[:, 0]] + codes[pairs[:, 1]]) / 2
-        return rows
+        if not crossover or len(anchors) < 2:
+            return codes[np.arange(n) % len(anchors)]
+        pairs = np.array(list(itertools.combinations(range(len(anchors)), 2)))
+        pairs = pairs[np.arange(n) % len(pairs)]
+        return (codes[pairs[:, 0]] + codes[pairs[:, 1]]) / 2
 
     def admissible(self, types: np.ndarray, seen: Collection[Tuple[int, ...]]) -> np.ndarray:
         """``[B]`` bool: graphs of ``types: [B, N]`` that are new (not in ``seen``, first copy
@@ -298,8 +296,8 @@ class GuidedGenerator:
                 parts.append(self.generate(n_local - n_mix, s, acquisition, kappa, start=(anchors, local_t),
                                            seed=None if seed is None else seed + 7919 + r).types)
             if n_mix:
-                parts.append(self.generate(n_mix, s, acquisition, kappa, start=(anchors, CROSSOVER_NOISE), mix=1.0,
-                                           seed=None if seed is None else seed + 15887 + r).types)
+                parts.append(self.generate(n_mix, s, acquisition, kappa, start=(anchors, CROSSOVER_NOISE),
+                                           crossover=True, seed=None if seed is None else seed + 15887 + r).types)
             types = np.concatenate(parts)
             for i in np.flatnonzero(self.admissible(types, seen)):
                 seen.add(self.space.key(types[i]))
