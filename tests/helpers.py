@@ -406,3 +406,8 @@ def report_command(*args: str, env: dict, timeout: float = 120) -> subprocess.Co
     """``nni-diffusionnag report ARGS`` in a fresh interpreter (the background jobs' way)."""
     return subprocess.run([sys.executable, "-m", "nni_diffusionnag.cli", "report", *args], capture_output=True,
                           text=True, env=env, timeout=timeout, cwd=ROOT)
+
+
+def ops_multiset(params):
+    """A ``dedup_key`` named in classArgs as ``'helpers:ops_multiset'``: one key per multiset of operations."""
+    return tuple(sorted(str(v) for v in params.values()))

@@ -75,6 +75,25 @@ def test_an_ablation_runs_under_its_own_name(tmp_path, monkeypatch):
         nbgraph.run_nbgraph_bench(tmp_path, ["cora"], 1, 3, ["DiffusionNAG:warmup"])
 
 
+def test_isomorphic_cells_share_a_key_and_the_keyed_search_trains_one_of_each(tmp_path):
+    a = {"input1": 0, "input2": 0, "input3": 0, "op0": "gcn", "op1": "gat", "op2": "sage", "op3": "fc"}
+    swapped = {**a, "op0": "gat", "op1": "gcn"}  # four parallel branches, summed: any order is one network
+    chained = {**a, "input2": 1}
+    assert nbgraph.isomorphism_key(a) == nbgraph.isomorphism_key(swapped) != nbgraph.isomorphism_key(chained)
+    result = nbgraph.run_nbgraph_bench(tmp_path, ["citeseer"], 1, 40, ["DiffusionNAG:dedup_key=isomorphic"])
+    hashes = result["runs"][0]["hashes"]
+    assert len(hashes) == 40 and len(set(hashes)) == 40
+
+
+def test_multiobjective_bench_takes_settings_and_the_isomorphism_key():
+    from nni_diffusionnag.bench import nbgraph_mo
+
+    t = nbgraph_mo.nbgraph_table("citeseer")
+    run = nbgraph_mo.run_one(t, "DiffusionNAG-MO:dedup_key=isomorphic:warmup=5", 0, 25)
+    assert run["method"] == "DiffusionNAG-MO:dedup_key=isomorphic:warmup=5"
+    assert len({tuple(p) for p in run["points"]}) == 25  # isomorphic cells share their table point
+
+
 def test_cli_refuses_bad_arguments_before_any_run(tmp_path, capsys):
     assert main(["bench", "nbgraph", "--datasets", "cora,mars", "--output", str(tmp_path)]) != 0
     assert "mars" in capsys.readouterr().err

@@ -223,3 +223,53 @@ def test_running_trials_are_believed_in_the_refit():
         assert core.generator.best_value == pytest.approx(values[:7].max())  # a belief is not a result
     with pytest.raises(ValueError, match="pending"):
         SearchConfig.from_kwargs(pending="fantasy")
+
+
+def _ops_multiset(sample: dict) -> tuple:
+    """A coarse identity for the tests: cells with the same operations in any order are 'one'."""
+    return tuple(sorted(sample.values()))
+
+
+@pytest.mark.parametrize("objectives", [(), ("params",)])
+def test_dedup_key_trains_one_architecture_per_key(objectives):
+    core = _core(dedup_key=_ops_multiset, objectives=objectives)
+    keys = []
+    for _ in range(8):  # warm-up, then guided (or Pareto-guided) rounds with local candidates
+        for sample in core.propose(2):
+            core.observe(sample, _score(sample))
+            keys.append(_ops_multiset(sample))
+    assert len(keys) == 16 and len(set(keys)) == 16
+    # without the key the same search trains several orders of one multiset (what the key is for)
+    plain = _core(objectives=objectives)
+    keys = []
+    for _ in range(8):
+        for sample in plain.propose(2):
+            plain.observe(sample, _score(sample))
+            keys.append(_ops_multiset(sample))
+    assert len(set(keys)) < len(keys)
+
+
+def test_dedup_key_exhausts_a_space_of_few_keys():
+    first_edge = lambda sample: sample[sorted(sample)[0]]  # noqa: E731 - five 'architectures' in all
+    core = _core(dedup_key=first_edge, warmup=2, patience=2)
+    got = []
+    for _ in range(6):
+        for sample in core.propose(2):
+            core.observe(sample, _score(sample))
+            got.append(first_edge(sample))
+    assert sorted(got) == sorted(set(got)) and len(got) <= 5
+    assert core.propose(1) == []  # nothing new is left: the search says so instead of repeating
+
+
+@pytest.mark.parametrize("bad, says", [(lambda s: [1], "unhashable"), (lambda s: s["no such label"], "KeyError"),
+                                       ("json:no_such_function", "cannot import dedup_key"), (3, "dedup_key=3")])
+def test_dedup_key_refused_at_construction(bad, says):
+    with pytest.raises(ValueError, match=says):
+        _core(dedup_key=bad)
+
+
+def test_dedup_key_by_name_for_yaml():
+    config = SearchConfig.from_kwargs(dedup_key="json:dumps")
+    import json
+
+    assert config.loop.dedup_key is json.dumps and "dedup_key" in config.describe()

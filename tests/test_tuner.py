@@ -199,6 +199,21 @@ def test_unusable_metrics_are_skipped(make_tuner, value, caplog):
     assert "ignoring the result of" in caplog.text and "unusable" in caplog.text
 
 
+def test_dedup_key_by_name_in_class_args(make_tuner):
+    from helpers import ops_multiset
+
+    DiffusionNAGClassArgsValidator().validate_class_args(dedup_key="helpers:ops_multiset")
+    with pytest.raises(ValueError, match="cannot import dedup_key"):
+        DiffusionNAGClassArgsValidator().validate_class_args(dedup_key="helpers:no_such_key")
+    tuner = make_tuner(dedup_key="helpers:ops_multiset")
+    keys = []
+    for i in range(10):  # warm-up, then guided rounds
+        params = tuner.generate_parameters(i)
+        tuner.receive_trial_result(i, params, _score(params))
+        keys.append(ops_multiset(params))
+    assert len(set(keys)) == 10
+
+
 def test_generate_multiple_parameters_is_nni_dispatch_path(make_tuner):
     tuner = make_tuner()
     sent = []

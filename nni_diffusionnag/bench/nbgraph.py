@@ -20,7 +20,9 @@ as the trial metric, so strategies select on validation. Reported per dataset an
 - queries to the best-validation architecture of the table (``None`` when not found).
 
 Architectures that the table files under one entry (isomorphic cells) count as separate
-queries: a user would train each. The one cell the table does not hold (all four operations
+queries: a user would train each. ``DiffusionNAG:dedup_key=isomorphic`` runs DiffusionNAG with
+:func:`isomorphism_key`, the key a user who knows the cell's symmetries would give it, so that it
+trains one cell of each class. The one cell the table does not hold (all four operations
 ``skip``: no GNN layer) scores 0, as in the benchmark's own NNI example.
 """
 
@@ -49,7 +51,7 @@ from tqdm.auto import tqdm  # noqa: E402
 from .common import machine_info, peak_rss_mb, write_json  # noqa: E402
 from .hpo import parse_seeds  # noqa: E402
 
-__all__ = ["DATASETS", "ALL_DATASETS", "STRATEGIES", "CHECKPOINTS", "GraphCellSpace", "NasBenchGraphEvaluator", "load_table",
+__all__ = ["DATASETS", "ALL_DATASETS", "STRATEGIES", "CHECKPOINTS", "GraphCellSpace", "NasBenchGraphEvaluator", "load_table", "isomorphism_key",
            "run_one", "run_nbgraph_bench", "summarize", "check_installed", "regret_cells", "plot_panels"]
 
 _logger = logging.getLogger(__name__)
@@ -104,6 +106,13 @@ def table_hash(sample: Mapping[str, Any]) -> int:
 
     links, ops = architecture_key(sample)
     return Arch(links, ops).valid_hash()
+
+
+def isomorphism_key(sample: Mapping[str, Any]) -> int:
+    """The ``dedup_key`` a user of this space would write: NAS-Bench-Graph's canonical form of the
+    cell (``Arch.valid_hash``: parallel branches in any order, and the moves of ``skip`` that leave
+    the network unchanged, give one value). It reads no performance, only the cell."""
+    return table_hash(sample)
 
 
 # --- the space, as a user writes it ---------------------------------------------------------------
@@ -291,6 +300,9 @@ def run_nbgraph_bench(output: str | Path, datasets: Sequence[str] = DATASETS, se
         raise ValueError(f"unknown strategies {unknown}; choose from {list(STRATEGIES)} or an ablation "
                          "'DiffusionNAG:key=value:...'")
     settings = {s: ablation_kwargs(s) for s in strategies}  # a malformed setting fails here, before any run
+    for kwargs in settings.values():  # 'DiffusionNAG:dedup_key=isomorphic': the user's key of this space
+        if kwargs.get("dedup_key") == "isomorphic":
+            kwargs["dedup_key"] = isomorphism_key
     bad = [d for d in datasets if d not in ALL_DATASETS]
     if bad or not datasets:
         raise ValueError(f"unknown NAS-Bench-Graph datasets {bad}; choose from {list(ALL_DATASETS)}")

@@ -26,7 +26,7 @@ import numpy as np
 from nni.nas.evaluator import Evaluator
 
 from ..search.pareto import hypervolume, hypervolume_curve, pareto_mask
-from .nbgraph import GraphCellSpace, load_table, table_hash
+from .nbgraph import GraphCellSpace, isomorphism_key, load_table, table_hash
 
 __all__ = ["METHODS", "nbgraph_table", "run_one", "NasBenchGraphMOEvaluator", "top_entries", "front_split",
            "hv_with_top", "uniform_top_draws"]
@@ -95,8 +95,13 @@ def _run_nni(t: Mapping[str, Any], method: str, seed: int, budget: int, device: 
     from nni.nas.strategy import Random
 
     from ..integration.strategy import DiffusionNAG
-    from .search import _no_tpe_sleep
+    from .multiobjective import method_settings
+    from .search import _no_tpe_sleep, ablation_base
 
+    extra = method_settings(method)  # 'DiffusionNAG-MO:key=value', as bench search reads ablations
+    if extra.get("dedup_key") == "isomorphic":  # the user's key of this space (bench/nbgraph.py)
+        extra["dedup_key"] = isomorphism_key
+    method = ablation_base(method)
     weighted = None
     if method == "DiffusionNAG-sum":
         weighted = (t["y"].min(axis=0).tolist(), t["y"].max(axis=0).tolist())
@@ -105,8 +110,8 @@ def _run_nni(t: Mapping[str, Any], method: str, seed: int, budget: int, device: 
     engine = SequentialExecutionEngine(max_model_count=budget, continue_on_failure=True)
     engine.register_model_event_callback(ModelEventType.FinalMetric,
                                          lambda event: points.append(_point(t, event.model.sample)))
-    strategy = {"DiffusionNAG-MO": lambda: DiffusionNAG(seed=seed, device=device, objectives=["latency_ms:min"]),
-                "DiffusionNAG-sum": lambda: DiffusionNAG(seed=seed, device=device),
+    strategy = {"DiffusionNAG-MO": lambda: DiffusionNAG(seed=seed, device=device, objectives=["latency_ms:min"], **extra),
+                "DiffusionNAG-sum": lambda: DiffusionNAG(seed=seed, device=device, **extra),
                 "Random": lambda: Random(seed=seed, dedup=True)}[method]()
     with _no_tpe_sleep():
         strategy(space, engine)
@@ -135,7 +140,7 @@ def _run_optuna(t: Mapping[str, Any], sampler_name: str, seed: int, budget: int)
 def run_one(t: Mapping[str, Any], method: str, seed: int, budget: int, device: str = "cpu") -> Dict[str, Any]:
     """One search of ``budget`` queries; its hypervolume curve as a fraction of the true front's."""
     t0 = time.time()
-    if method in ("NSGAII", "TPE"):
+    if method in ("NSGAII", "TPE"):  # settings are refused for them by method_settings
         points = _run_optuna(t, method, seed, budget)
     else:
         points = _run_nni(t, method, seed, budget, device)

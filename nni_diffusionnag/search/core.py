@@ -212,6 +212,12 @@ class SearchCore:
         self._rejected: set = set()  # graphs the model space refused: never proposed again
         self._queue: Deque[np.ndarray] = deque()  # proposals of the last round not handed out yet
         self._extras: Dict[Key, Dict[str, float]] = {}  # reported values of the extra objectives
+        # LoopConfig.dedup_key: graphs with one key are one architecture (keys cached per graph)
+        self._dedup_key = config.loop.dedup_key
+        self._ids: Dict[Key, Any] = {}
+        if self._dedup_key is not None:
+            self._check_dedup_key()
+            self.generator.identity = self._identity
         self._warned_missing: set = set()
         self._fitted_on = 0
         self._believed: frozenset = frozenset()  # running trials the last single-objective fit believed
@@ -230,6 +236,30 @@ class SearchCore:
                      f": {config.describe()}" if config.describe() else "")
 
     # --- set-up --------------------------------------------------------------------------------
+    def _check_dedup_key(self) -> None:
+        """Call ``dedup_key`` on one sample of the space now, so that a function that fails or
+        returns something unhashable is refused before any trial runs."""
+        sample = self.space.types_to_sample(self.space.random_types(1, np.random.default_rng(self.seed))[0])
+        try:
+            hash(self._dedup_key(sample))
+        except Exception as err:  # noqa: BLE001 - any failure of a user's function is a setup error
+            raise ValueError(f"DiffusionNAG: dedup_key={self._dedup_key!r} must map a sample (a dict such as "
+                             f"{sample!r}) to a hashable key; it raised {type(err).__name__}: {err}") from None
+
+    def _identity(self, types: Any) -> Any:
+        """What de-duplication compares: the graph's key, or with ``dedup_key`` the user's key of its sample."""
+        key = self.space.key(types)
+        if self._dedup_key is None:
+            return key
+        if key not in self._ids:
+            self._ids[key] = ("dedup_key", self._dedup_key(self.space.types_to_sample(key)))
+        return self._ids[key]
+
+    def _claimed(self) -> set:
+        """Identities of every graph submitted, reported or refused (call under the lock)."""
+        keys = set(self._submitted) | self._rejected
+        return keys if self._dedup_key is None else {self._identity(k) for k in keys}
+
     def _load_prior(self, model_space: Any) -> Any:
         from ..prior.cache import prior_for_space
         from ..prior.model import DiffusionPrior
@@ -286,12 +316,14 @@ class SearchCore:
         empty_rounds = 0
         while len(out) < k:
             with self._lock:
+                claimed = self._claimed() if self._queue else set()
                 while self._queue and len(out) < k:
                     types = self._queue.popleft()
                     key = self.space.key(types)
-                    if key in self._submitted or key in self._rejected:  # reported or refused since
+                    if self._identity(key) in claimed:  # reported or refused since
                         continue
                     self._submitted[key] = len(self._submitted)
+                    claimed.add(self._identity(key))
                     out.append(self.space.types_to_sample(types))
             if len(out) >= k:
                 break
@@ -301,8 +333,8 @@ class SearchCore:
                 break
             batch = self._round()
             with self._lock:
-                fresh = [t for t in batch if self.space.key(t) not in self._submitted
-                         and self.space.key(t) not in self._rejected]
+                claimed = self._claimed()
+                fresh = [t for t in batch if self._identity(t) not in claimed]
                 self._queue.extend(fresh)
             empty_rounds = 0 if fresh else empty_rounds + 1
         return out
@@ -313,7 +345,7 @@ class SearchCore:
             t0 = time.time()
             with self._lock:
                 history = list(self._history)
-                exclude = set(self._submitted) | self._rejected
+                exclude = self._claimed()
                 # trials still running: only the believer refit reads them (LoopConfig.pending)
                 pending = ([k for k in self._submitted if k not in self._done]
                            if self.config.loop.pending == "believer" else [])
@@ -488,7 +520,7 @@ class SearchCore:
             design = balanced(k, np.random.default_rng([self.seed, len(self._submitted), 17]))
             design = design[gen.admissible(design, exclude)]
         if len(design) < k:
-            more = exclude | {self.space.key(t) for t in design}
+            more = exclude | {self._identity(t) for t in design}
             rest = gen.propose(k - len(design), more, max(k, self.config.loop.n_candidates // 4), scale=0.0)
             design = np.concatenate([design, rest]) if len(design) else rest
         return design

@@ -11,7 +11,7 @@ import itertools
 import logging
 import time
 from dataclasses import dataclass
-from typing import Callable, Collection, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Collection, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -82,6 +82,8 @@ class GuidedGenerator:
                  targets: Sequence[GuidanceTerm] = (), seed: int = 0) -> None:
         self.prior = prior.eval()
         self.space = prior.space
+        # what de-duplication compares (the search core swaps in LoopConfig.dedup_key's identity)
+        self.identity: Callable[[Any], Any] = self.space.key
         self.sde = prior.sde
         self.device = prior.device
         self.sampler = sampler
@@ -248,8 +250,8 @@ class GuidedGenerator:
         return (codes[pairs[:, 0]] + codes[pairs[:, 1]]) / 2
 
     def admissible(self, types: np.ndarray, seen: Collection[Tuple[int, ...]]) -> np.ndarray:
-        """``[B]`` bool: graphs of ``types: [B, N]`` that are new (not in ``seen``, first copy
-        only), within every constraint and, where the space has constraints of its own (NNI's
+        """``[B]`` bool: graphs of ``types: [B, N]`` that are new (their :attr:`identity` not in
+        ``seen``, first copy only), within every constraint and, where the space has constraints of its own (NNI's
         MutableAnnotations), valid; rejecting them here lets the rounds go on until enough are found."""
         types = np.asarray(types)
         ok = self.space.valid_mask(types) if getattr(self.space, "has_constraints", False) else np.ones(len(types), bool)
@@ -257,7 +259,7 @@ class GuidedGenerator:
             ok &= np.asarray(c.satisfied(types), dtype=bool)
         first: set = set()
         for i, row in enumerate(types):
-            key = self.space.key(row)
+            key = self.identity(row)
             if key in seen or key in first:
                 ok[i] = False
             first.add(key)
@@ -269,7 +271,7 @@ class GuidedGenerator:
                 anchors: Optional[np.ndarray] = None, local_fraction: float = 0.0, local_t: float = 0.55,
                 near: Optional[np.ndarray] = None, local_mix: float = 0.0) -> np.ndarray:
         """Up to ``k`` new graphs ``[k', N]``: generated with guidance, de-duplicated against
-        ``exclude`` (keys from ``space.key``) and each other, filtered by the constraints, then
+        ``exclude`` (identities: keys from ``space.key`` unless :attr:`identity` was replaced) and each other, filtered by the constraints, then
         ranked by the acquisition (while no surrogate is fitted: by ``rank_fn(types) -> [B]``,
         higher first, if given, else in generation order).
 
@@ -300,7 +302,7 @@ class GuidedGenerator:
                                            crossover=True, seed=None if seed is None else seed + 15887 + r).types)
             types = np.concatenate(parts)
             for i in np.flatnonzero(self.admissible(types, seen)):
-                seen.add(self.space.key(types[i]))
+                seen.add(self.identity(types[i]))
                 pool.append(types[i])
             if len(pool) >= k * 2 or (self.surrogate is None and len(pool) >= k):
                 break

@@ -182,7 +182,7 @@ class MultiObjective:
                 gen.targets = saved_targets + [self.guidance(guide, lo[learned], hi[learned], kappa, scale / (2**r))]
                 batch = gen.generate(n_candidates, scale=0.0)  # the default metric guides through the term
                 for i in np.flatnonzero(gen.admissible(batch.types, seen)):
-                    seen.add(gen.space.key(batch.types[i]))
+                    seen.add(gen.identity(batch.types[i]))
                     pool.append(batch.types[i])
                     pool_w.append(weights[i])
                 if len(pool) >= 2 * k:
