@@ -340,9 +340,6 @@ def _check_bench(args: argparse.Namespace) -> None:
         # an ablation 'DiffusionNAG-MO:key=value' (NB201 costs) is checked by its method's name
         _check_names("bench multiobjective", "methods", ",".join(map(ablation_base, args.methods.split(","))),
                      METHODS)
-        if ":" in args.methods and "latency" in args.costs.split(","):
-            raise CliError("bench multiobjective: method settings ('DiffusionNAG-MO:key=value') are read on the "
-                           "NB201 costs (params, flops) only; run --costs latency without them")
         from .bench.multiobjective import method_settings
         from .search.config import SearchConfig
 

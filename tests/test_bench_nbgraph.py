@@ -80,7 +80,7 @@ def test_isomorphic_cells_share_a_key_and_the_keyed_search_trains_one_of_each(tm
     swapped = {**a, "op0": "gat", "op1": "gcn"}  # four parallel branches, summed: any order is one network
     chained = {**a, "input2": 1}
     assert nbgraph.isomorphism_key(a) == nbgraph.isomorphism_key(swapped) != nbgraph.isomorphism_key(chained)
-    result = nbgraph.run_nbgraph_bench(tmp_path, ["citeseer"], 1, 40, ["DiffusionNAG:dedup_key=isomorphic"])
+    result = nbgraph.run_nbgraph_bench(tmp_path, ["citeseer"], 1, 40, ["DiffusionNAG:dedup_key=nni_diffusionnag.bench.nbgraph.isomorphism_key"])
     hashes = result["runs"][0]["hashes"]
     assert len(hashes) == 40 and len(set(hashes)) == 40
 
@@ -89,8 +89,9 @@ def test_multiobjective_bench_takes_settings_and_the_isomorphism_key():
     from nni_diffusionnag.bench import nbgraph_mo
 
     t = nbgraph_mo.nbgraph_table("citeseer")
-    run = nbgraph_mo.run_one(t, "DiffusionNAG-MO:dedup_key=isomorphic:warmup=5", 0, 25)
-    assert run["method"] == "DiffusionNAG-MO:dedup_key=isomorphic:warmup=5"
+    method = "DiffusionNAG-MO:dedup_key=nni_diffusionnag.bench.nbgraph.isomorphism_key:warmup=5"
+    run = nbgraph_mo.run_one(t, method, 0, 25)
+    assert run["method"] == method
     assert len({tuple(p) for p in run["points"]}) == 25  # isomorphic cells share their table point
 
 

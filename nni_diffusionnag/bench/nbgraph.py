@@ -20,7 +20,8 @@ as the trial metric, so strategies select on validation. Reported per dataset an
 - queries to the best-validation architecture of the table (``None`` when not found).
 
 Architectures that the table files under one entry (isomorphic cells) count as separate
-queries: a user would train each. ``DiffusionNAG:dedup_key=isomorphic`` runs DiffusionNAG with
+queries: a user would train each.
+``DiffusionNAG:dedup_key=nni_diffusionnag.bench.nbgraph.isomorphism_key`` runs DiffusionNAG with
 :func:`isomorphism_key`, the key a user who knows the cell's symmetries would give it, so that it
 trains one cell of each class. The one cell the table does not hold (all four operations
 ``skip``: no GNN layer) scores 0, as in the benchmark's own NNI example.
@@ -300,9 +301,6 @@ def run_nbgraph_bench(output: str | Path, datasets: Sequence[str] = DATASETS, se
         raise ValueError(f"unknown strategies {unknown}; choose from {list(STRATEGIES)} or an ablation "
                          "'DiffusionNAG:key=value:...'")
     settings = {s: ablation_kwargs(s) for s in strategies}  # a malformed setting fails here, before any run
-    for kwargs in settings.values():  # 'DiffusionNAG:dedup_key=isomorphic': the user's key of this space
-        if kwargs.get("dedup_key") == "isomorphic":
-            kwargs["dedup_key"] = isomorphism_key
     bad = [d for d in datasets if d not in ALL_DATASETS]
     if bad or not datasets:
         raise ValueError(f"unknown NAS-Bench-Graph datasets {bad}; choose from {list(ALL_DATASETS)}")

@@ -26,7 +26,7 @@ import numpy as np
 from nni.nas.evaluator import Evaluator
 
 from ..search.pareto import hypervolume, hypervolume_curve, pareto_mask
-from .nbgraph import GraphCellSpace, isomorphism_key, load_table, table_hash
+from .nbgraph import GraphCellSpace, load_table, table_hash
 
 __all__ = ["METHODS", "nbgraph_table", "run_one", "NasBenchGraphMOEvaluator", "top_entries", "front_split",
            "hv_with_top", "uniform_top_draws"]
@@ -99,8 +99,6 @@ def _run_nni(t: Mapping[str, Any], method: str, seed: int, budget: int, device: 
     from .search import _no_tpe_sleep, ablation_base
 
     extra = method_settings(method)  # 'DiffusionNAG-MO:key=value', as bench search reads ablations
-    if extra.get("dedup_key") == "isomorphic":  # the user's key of this space (bench/nbgraph.py)
-        extra["dedup_key"] = isomorphism_key
     method = ablation_base(method)
     weighted = None
     if method == "DiffusionNAG-sum":

@@ -156,7 +156,7 @@ class LoopConfig:
     is pending and both are the same search.
 
     ``dedup_key``: a function of a sample (the dict NNI freezes a model from) returning a hashable
-    identity, or its ``'module:callable'`` name (from YAML). Samples with equal keys are one
+    identity, or its ``'module:callable'`` (or dotted) name, from YAML. Samples with equal keys are one
     architecture to the search, which trains only the first of them: give it where the space holds
     different samples that build the same network, e.g. a cell whose parallel branches are summed
     (any order of them is one network) or NAS-Bench-Graph's isomorphic cells. NNI de-duplicates
@@ -536,11 +536,12 @@ class SearchConfig:
 
 
 def resolve_callable(ref: str, what: str = "constraint") -> Callable[..., Any]:
-    """``'package.module:name'`` -> the object (a user's constraint factory or ``dedup_key``,
-    named in YAML); ``what`` names the setting in the errors."""
+    """``'package.module:name'`` (or ``'package.module.name'``, as NNI names a class in YAML) ->
+    the object (a user's constraint factory or ``dedup_key``, named in YAML); ``what`` names the
+    setting in the errors."""
     import importlib
 
-    module, _, name = ref.partition(":")
+    module, _, name = ref.partition(":") if ":" in ref else ref.rpartition(".")
     if not module or not name:
         raise ValueError(f"DiffusionNAG: {what} {ref!r} is not 'module:callable'")
     try:
