@@ -38,12 +38,13 @@ def test_frozen_cell_runs_forward():
 
 def test_regrets_follow_the_pick_by_validation():
     ref = {"best_valid": 90.0, "best_test": 88.0, "best_valid_hashes": [7]}
-    run = {"valid": [80.0, 85.0, 84.0, 90.0], "test": [79.0, 83.0, 87.0, 86.0], "hashes": [1, 2, 3, 7]}
-    r = nbgraph.regrets(run, ref, budget=5)
-    assert r["valid_regret"] == [10.0, 5.0, 5.0, 0.0, 0.0]
+    run = {"valid": [80.0, 85.0, 84.0, 90.0, 85.0], "test": [79.0, 83.0, 87.0, 86.0, 83.0], "hashes": [1, 2, 3, 7, 2]}
+    r = nbgraph.regrets(run, ref, budget=6)
+    assert r["valid_regret"] == [10.0, 5.0, 5.0, 0.0, 0.0, 0.0]
     # the pick after 3 queries is the 85.0-validation one (test 83), not the 87-test one
-    assert r["test_regret"] == [9.0, 5.0, 5.0, 2.0, 2.0]
+    assert r["test_regret"] == [9.0, 5.0, 5.0, 2.0, 2.0, 2.0]
     assert r["queries_to_best"] == 4
+    assert r["repeats"] == 1  # the fifth query trained entry 2 again
 
 
 @pytest.mark.slow
@@ -82,7 +83,8 @@ def test_isomorphic_cells_share_a_key_and_the_keyed_search_trains_one_of_each(tm
     assert nbgraph.isomorphism_key(a) == nbgraph.isomorphism_key(swapped) != nbgraph.isomorphism_key(chained)
     result = nbgraph.run_nbgraph_bench(tmp_path, ["citeseer"], 1, 40, ["DiffusionNAG:dedup_key=nni_diffusionnag.bench.nbgraph.isomorphism_key"])
     hashes = result["runs"][0]["hashes"]
-    assert len(hashes) == 40 and len(set(hashes)) == 40
+    assert len(hashes) == 40 and len(set(hashes)) == 40 and result["runs"][0]["repeats"] == 0
+    assert "| 0.0% |" in nbgraph.summarize(result)
 
 
 def test_multiobjective_bench_takes_settings_and_the_isomorphism_key():

@@ -268,6 +268,27 @@ def test_dedup_key_refused_at_construction(bad, says):
         _core(dedup_key=bad)
 
 
+def test_dedup_key_failing_on_a_later_sample_warns_and_the_search_goes_on(caplog):
+    first = []
+
+    def picky(sample: dict) -> tuple:  # works on the construction check's sample, fails on most others
+        first.append(sample)
+        if sample != first[0]:
+            raise KeyError("no key for this one")
+        return tuple(sorted(sample.values()))
+
+    core = _core(dedup_key=picky)
+    with caplog.at_level("WARNING", logger="nni_diffusionnag.search.core"):
+        got = []
+        for _ in range(4):
+            for sample in core.propose(2):
+                core.observe(sample, _score(sample))
+                got.append(tuple(sorted(sample.items())))
+    assert len(got) == 8 and len(set(got)) == 8  # every sample compared as itself: still no repeats
+    warnings = [r for r in caplog.records if "dedup_key" in r.getMessage()]
+    assert len(warnings) == 1 and "KeyError" in warnings[0].getMessage()
+
+
 def test_dedup_key_by_name_for_yaml():
     config = SearchConfig.from_kwargs(dedup_key="json:dumps")
     import json

@@ -17,7 +17,9 @@ as the trial metric, so strategies select on validation. Reported per dataset an
 - validation regret: best validation in the table minus the best validation found so far (points);
 - test regret of the pick: best test in the table minus the test performance of the
   best-by-validation architecture found so far (points) — what a user who picks by validation gets;
-- queries to the best-validation architecture of the table (``None`` when not found).
+- queries to the best-validation architecture of the table (``None`` when not found);
+- repeats: queries whose table entry an earlier query of the run already had, i.e. a network
+  trained again under another sample (the table files isomorphic cells under one entry).
 
 Architectures that the table files under one entry (isomorphic cells) count as separate
 queries: a user would train each.
@@ -53,7 +55,7 @@ from .common import machine_info, peak_rss_mb, write_json  # noqa: E402
 from .hpo import parse_seeds  # noqa: E402
 
 __all__ = ["DATASETS", "ALL_DATASETS", "STRATEGIES", "CHECKPOINTS", "GraphCellSpace", "NasBenchGraphEvaluator", "load_table", "isomorphism_key",
-           "run_one", "run_nbgraph_bench", "summarize", "check_installed", "regret_cells", "plot_panels"]
+           "run_one", "run_nbgraph_bench", "summarize", "repeats", "check_installed", "regret_cells", "plot_panels"]
 
 _logger = logging.getLogger(__name__)
 
@@ -270,7 +272,8 @@ def table_summary(table: Mapping[int, Mapping[str, float]]) -> Dict[str, Any]:
 
 
 def regrets(run: Mapping[str, Any], ref: Mapping[str, Any], budget: int) -> Dict[str, Any]:
-    """Validation-regret and pick-test-regret curves over ``budget`` queries, and queries to the best."""
+    """Validation-regret and pick-test-regret curves over ``budget`` queries, queries to the best and
+    repeats (:func:`repeats`)."""
     valid, test = np.asarray(run["valid"], dtype=float), np.asarray(run["test"], dtype=float)
     if not len(valid):
         return {"valid_regret": [float("nan")] * budget, "test_regret": [float("nan")] * budget,
@@ -282,7 +285,12 @@ def regrets(run: Mapping[str, Any], ref: Mapping[str, Any], budget: int) -> Dict
     best = set(ref["best_valid_hashes"])
     hit = [i for i, h in enumerate(run["hashes"]) if h in best]
     return {"valid_regret": pad(valid_regret).tolist(), "test_regret": pad(test_regret).tolist(),
-            "queries_to_best": hit[0] + 1 if hit else None}
+            "queries_to_best": hit[0] + 1 if hit else None, "repeats": repeats(run["hashes"])}
+
+
+def repeats(hashes: Sequence[int]) -> int:
+    """How many queries hit a table entry that an earlier query of the run already had."""
+    return len(hashes) - len(set(hashes))
 
 
 def run_nbgraph_bench(output: str | Path, datasets: Sequence[str] = DATASETS, seeds: Any = 10, budget: int = 200,
@@ -344,9 +352,10 @@ def summarize(result: Mapping[str, Any]) -> str:
     budget = result["budget"]
     cols = [q for q in CHECKPOINTS if q < budget] + [budget]
     lines = [f"NAS-Bench-Graph, budget {budget}, {len(result['seeds'])} seeds; mean validation regret / mean test "
-             f"regret of the best-by-validation pick (points), median queries to the best-validation architecture",
-             "", "| dataset | strategy | " + " | ".join(f"@{q}" for q in cols) + " | queries to best (found) | s / query |",
-             "|---|---|" + "---|" * (len(cols) + 2)]
+             f"regret of the best-by-validation pick (points), median queries to the best-validation architecture, "
+             f"mean share of queries that trained a table entry again (repeats)",
+             "", "| dataset | strategy | " + " | ".join(f"@{q}" for q in cols) + " | queries to best (found) | repeats | s / query |",
+             "|---|---|" + "---|" * (len(cols) + 3)]
     for dataset in result["datasets"]:
         for name in result["strategies"]:
             runs = _select(result, dataset, name)
@@ -358,6 +367,7 @@ def summarize(result: Mapping[str, Any]) -> str:
             found = sum(x is not None for x in q)
             lines.append(f"| {dataset} | {name} | " + " | ".join(cells) +
                          f" | {med:.0f} ({found}/{len(q)})".replace("inf", f">{budget}") +
+                         f" | {np.mean([repeats(r['hashes']) / max(1, len(r['hashes'])) for r in runs]):.1%}" +
                          f" | {np.mean([r['seconds_per_query'] for r in runs]):.3f} |")
     return "\n".join(lines)
 

@@ -215,6 +215,7 @@ class SearchCore:
         # LoopConfig.dedup_key: graphs with one key are one architecture (keys cached per graph)
         self._dedup_key = config.loop.dedup_key
         self._ids: Dict[Key, Any] = {}
+        self._dedup_failed = 0  # samples on which dedup_key raised (each then compared as itself)
         if self._dedup_key is not None:
             self._check_dedup_key()
             self.generator.identity = self._identity
@@ -252,7 +253,19 @@ class SearchCore:
         if self._dedup_key is None:
             return key
         if key not in self._ids:
-            self._ids[key] = ("dedup_key", self._dedup_key(self.space.types_to_sample(key)))
+            sample = self.space.types_to_sample(key)
+            try:
+                ident = ("dedup_key", self._dedup_key(sample))
+                hash(ident)
+            except Exception as err:  # noqa: BLE001 - a user's function failing on one sample must not end the search
+                # checked on one sample at construction; any other may still fail: compare it as itself
+                ident = ("sample", key)
+                if not self._dedup_failed:
+                    _logger.warning("DiffusionNAG: dedup_key=%r raised %s: %s on %r; such samples are compared as "
+                                    "they are (this warning is shown once)", self._dedup_key, type(err).__name__,
+                                    err, sample)
+                self._dedup_failed += 1
+            self._ids[key] = ident
         return self._ids[key]
 
     def _claimed(self) -> set:
