@@ -297,6 +297,8 @@ def _check_bench(args: argparse.Namespace) -> None:
         _check_ablations("bench search", args.strategies, STRATEGIES)
     elif args.concurrency != 1:
         raise CliError(f"--concurrency is for bench search only, not bench {args.which}")
+    if args.merge and args.which != "nbgraph":
+        raise CliError(f"--merge is for bench nbgraph only, not bench {args.which}")
     if args.which == "hpo":
         from .bench.hpo import TUNERS
 
@@ -420,6 +422,13 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         from .bench.speed import run_speed_bench, summarize
 
         result = run_speed_bench(args.output, args.spaces.split(","), device=args.device)
+    elif args.which == "nbgraph" and args.merge:
+        from .bench.nbgraph import merge_results, summarize
+
+        try:
+            result = merge_results(args.merge.split(","), args.output)
+        except ValueError as err:
+            raise CliError(f"bench nbgraph --merge: {err}") from None
     elif args.which == "nbgraph":
         from .bench.nbgraph import run_nbgraph_bench, summarize
 
@@ -542,6 +551,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--datasets", default="cora,citeseer,pubmed,cs,physics,photo",
                    help="nbgraph, nbgraph-transfer, multiobjective --costs latency: comma list of NAS-Bench-Graph "
                         "datasets")
+    p.add_argument("--merge", default=None, metavar="JSON,JSON,...",
+                   help="nbgraph: summarise and plot these nbgraph.json files as one result (runs split over "
+                        "processes) instead of running")
     p.add_argument("--spaces", default=SPEED_SPACES,
                    help="speed: comma list of spaces; latency: nasbench201,mobilenetv3")
     p.add_argument("--tuners", default="TPE,Anneal,Random,DiffusionNAG", help="hpo: comma list of tuners")

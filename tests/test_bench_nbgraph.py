@@ -184,3 +184,34 @@ def test_front_split_puts_the_missing_hypervolume_at_the_validation_top():
     assert sorted(nbgraph_mo.top_entries(tied, 0.04).tolist()) == [0, 1, 40]  # 2 asked, 3 kept
     with pytest.raises(ValueError, match="top_fraction"):
         nbgraph_mo.top_entries(y, 0.0)
+
+
+def _result(budget, runs, dataset="cora", seeds=(0,)):
+    ref = {"best_valid": 90.0, "best_test": 88.0, "best_valid_hashes": [7], "entries": 9}
+    full = []
+    for strategy, seed, hashes in runs:
+        run = {"strategy": strategy, "dataset": dataset, "seed": seed, "hashes": hashes,
+               "valid": [80.0 + h for h in hashes], "test": [80.0] * len(hashes), "seconds_per_query": 0.1}
+        full.append({**run, **nbgraph.regrets(run, ref, budget)})
+    return {"machine": {}, "budget": budget, "seeds": list(seeds), "datasets": [dataset],
+            "strategies": list(dict.fromkeys(r[0] for r in runs)), "tables": {dataset: ref}, "runs": full}
+
+
+def test_merge_joins_split_runs_and_refuses_overlaps(tmp_path, capsys):
+    a, b, c = tmp_path / "a.json", tmp_path / "b.json", tmp_path / "c.json"
+    a.write_text(json.dumps(_result(3, [("Random", 0, [1, 2, 2]), ("Random", 1, [3, 1, 2])], seeds=(0, 1))))
+    b.write_text(json.dumps(_result(3, [("DiffusionNAG", 0, [5, 6, 7])], dataset="photo")))
+    assert main(["bench", "nbgraph", "--merge", f"{a},{b}", "--output", str(tmp_path / "m")]) == 0
+    merged = json.loads((tmp_path / "m" / "nbgraph.json").read_text())
+    assert merged["datasets"] == ["cora", "photo"] and merged["seeds"] == [0, 1] and len(merged["runs"]) == 3
+    assert (tmp_path / "m" / "nbgraph.png").stat().st_size > 0
+    out = capsys.readouterr().out
+    assert "| photo | DiffusionNAG (1 seeds) | " in out and "| 3 (1/1) | 0.0% |" in out  # found entry 7 at query 3
+    assert "| cora | Random | " in out and "| 16.7% |" in out  # one repeat in 6 queries
+    c.write_text(json.dumps(_result(4, [("TPE", 0, [1, 2, 3, 4])])))
+    assert main(["bench", "nbgraph", "--merge", f"{a},{c}", "--output", str(tmp_path / "m")]) != 0
+    assert "different budgets [3, 4]" in capsys.readouterr().err
+    assert main(["bench", "nbgraph", "--merge", f"{a},{a}", "--output", str(tmp_path / "m")]) != 0
+    assert "appears in two of the files" in capsys.readouterr().err
+    assert main(["bench", "search", "--merge", str(a), "--output", str(tmp_path / "m")]) != 0
+    assert "--merge is for bench nbgraph only" in capsys.readouterr().err

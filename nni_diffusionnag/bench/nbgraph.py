@@ -31,6 +31,7 @@ trains one cell of each class. The one cell the table does not hold (all four op
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from pathlib import Path
@@ -55,7 +56,7 @@ from .common import machine_info, peak_rss_mb, write_json  # noqa: E402
 from .hpo import parse_seeds  # noqa: E402
 
 __all__ = ["DATASETS", "ALL_DATASETS", "STRATEGIES", "CHECKPOINTS", "GraphCellSpace", "NasBenchGraphEvaluator", "load_table", "isomorphism_key",
-           "run_one", "run_nbgraph_bench", "summarize", "repeats", "check_installed", "regret_cells", "plot_panels"]
+           "run_one", "run_nbgraph_bench", "merge_results", "summarize", "repeats", "check_installed", "regret_cells", "plot_panels"]
 
 _logger = logging.getLogger(__name__)
 
@@ -343,6 +344,40 @@ def run_nbgraph_bench(output: str | Path, datasets: Sequence[str] = DATASETS, se
     return result
 
 
+def merge_results(paths: Sequence[str | Path], output: str | Path) -> Dict[str, Any]:
+    """Runs of several ``nbgraph.json`` files (one per dataset or strategy, as long benchmarks are
+    split over processes) as one result; writes its ``nbgraph.json`` and ``nbgraph.png`` under
+    ``output``. Files must share the budget; a (dataset, strategy, seed) run in two files is an error."""
+    if not paths:
+        raise ValueError("give at least one nbgraph.json to merge")
+    parts = []
+    for path in paths:
+        try:
+            parts.append(json.loads(Path(path).read_text()))
+        except (OSError, ValueError) as err:
+            raise ValueError(f"cannot read bench nbgraph results {str(path)!r}: {err}") from None
+    budgets = sorted({p["budget"] for p in parts})
+    if len(budgets) > 1:
+        raise ValueError(f"cannot merge runs of different budgets {budgets}: regrets are compared at fixed queries")
+    first = lambda key: list(dict.fromkeys(x for p in parts for x in p[key]))  # noqa: E731 - in order of appearance
+    runs, seen = [], set()
+    for p in parts:
+        for run in p["runs"]:
+            which = (run["dataset"], run["strategy"], run["seed"])
+            if which in seen:
+                raise ValueError(f"run {which} appears in two of the files; merge disjoint runs")
+            seen.add(which)
+            runs.append(run)
+    result = {"machine": [p["machine"] for p in parts], "budget": budgets[0], "seeds": sorted(first("seeds")),
+              "datasets": first("datasets"), "strategies": first("strategies"),
+              "tables": {d: t for p in parts for d, t in p["tables"].items()}, "note": parts[0].get("note", ""),
+              "merged_from": [str(p) for p in paths], "runs": runs}
+    out = Path(output)
+    write_json(out / "nbgraph.json", result)
+    _plot(result, out / "nbgraph.png")
+    return result
+
+
 def _select(result: Mapping[str, Any], dataset: str, name: str) -> List[Mapping[str, Any]]:
     return [r for r in result["runs"] if r["dataset"] == dataset and r["strategy"] == name]
 
@@ -365,7 +400,8 @@ def summarize(result: Mapping[str, Any]) -> str:
             q = [r["queries_to_best"] for r in runs]
             med = np.median([x if x is not None else np.inf for x in q])
             found = sum(x is not None for x in q)
-            lines.append(f"| {dataset} | {name} | " + " | ".join(cells) +
+            label = name if len(runs) == len(result["seeds"]) else f"{name} ({len(runs)} seeds)"  # merged files
+            lines.append(f"| {dataset} | {label} | " + " | ".join(cells) +
                          f" | {med:.0f} ({found}/{len(q)})".replace("inf", f">{budget}") +
                          f" | {np.mean([repeats(r['hashes']) / max(1, len(r['hashes'])) for r in runs]):.1%}" +
                          f" | {np.mean([r['seconds_per_query'] for r in runs]):.3f} |")
