@@ -389,6 +389,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     if isinstance(args.seeds, list) and args.which not in ("hpo", "nbgraph", "nbgraph-transfer", "multiobjective"):
         raise SystemExit(f"bench {args.which}: --seeds takes a number of seeds (a list or range is for bench hpo, "
                          "nbgraph and multiobjective)")
+    args.budget_given = args.budget is not None
     if args.budget is None:
         args.budget = {"hpo": 60, "durability": 50, "nbgraph": 200, "nbgraph-transfer": 20, "multiobjective": 100, "latency": 250}.get(args.which, 300)
     if args.which == "latency":
@@ -421,7 +422,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     elif args.which == "speed":
         from .bench.speed import run_speed_bench, summarize
 
-        result = run_speed_bench(args.output, args.spaces.split(","), device=args.device)
+        result = run_speed_bench(args.output, args.spaces.split(","), device=args.device,
+                                 n_results=args.budget if args.budget_given else 20)
     elif args.which == "nbgraph" and args.merge:
         from .bench.nbgraph import merge_results, summarize
 
@@ -537,7 +539,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=_bench_seeds, default=None,
                    help="number of seeds (default per benchmark); hpo and nbgraph also take a range or list: 0-9, 1,3,5")
     p.add_argument("--budget", type=_count(1), default=None,
-                   help="architectures per search (search, transfer; default 300; nbgraph 200), trials per run (hpo; default 60)")
+                   help="architectures per search (search, transfer; default 300; nbgraph 200), trials per run (hpo; default 60), results the surrogate is fitted on (speed; default 20)")
     p.add_argument("--strategies", default=STRATEGIES_DEFAULT,
                    help="search, nbgraph, nbgraph-transfer (default: DiffusionNAG+transfer,DiffusionNAG,"
                         "RegularizedEvolution; also DiffusionNAG+pooled): comma list")

@@ -108,3 +108,15 @@ def test_train_meta_reports_dropped_rows(tmp_path, caplog):
     types, values = read_task_csv(space, tmp_path / "task.csv", "acc")
     assert values.tolist() == [90.1] and len(types) == 1
     assert "dropped 4 of 5 rows whose 'acc' is not a finite number (rows [1, 2, 3, 4]" in caplog.text
+
+
+def test_bench_speed_budget_is_the_number_of_results_the_surrogate_is_fitted_on(tmp_path, monkeypatch):
+    from nni_diffusionnag.bench import speed
+
+    seen = []
+    fake = lambda output, spaces, device="cpu", n_results=20, **kw: seen.append((spaces, n_results)) or {}  # noqa: E731
+    monkeypatch.setattr(speed, "run_speed_bench", fake)
+    monkeypatch.setattr(speed, "summarize", lambda result: "")
+    assert main(["bench", "speed", "--spaces", "nbgraph", "--budget", "7", "--output", str(tmp_path)]) == 0
+    assert main(["bench", "speed", "--spaces", "nbgraph", "--output", str(tmp_path)]) == 0
+    assert seen == [(["nbgraph"], 7), (["nbgraph"], 20)]
