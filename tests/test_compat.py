@@ -288,3 +288,27 @@ def test_trial_process_can_load_the_model(background_result):
     result = background_result()
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.split() == ["nni_diffusionnag.integration.compat", "MutationSummaryModelSpace", "(1,", "10)"]
+
+
+def test_manager_still_initializing_is_waited_for_not_a_failed_start(monkeypatch):
+    from nni.experiment import launcher, rest
+
+    answers = iter([ConnectionError("refused")] * 3 + [ValueError("Expecting value: 'INITIALIZING'")] * 4 + [{}])
+
+    def get(port, api, prefix=None):
+        answer = next(answers)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    clock = [0.0]
+    monkeypatch.setattr(rest, "get", get)
+    monkeypatch.setattr("time.sleep", lambda s: clock.__setitem__(0, clock[0] + s))
+    monkeypatch.setattr("time.monotonic", lambda: clock[0])
+    launcher._check_rest_server(8080)  # 7 failed answers in 3.5 s: NNI's own check gives up after 3
+    assert clock[0] == 3.5 and next(answers, None) is None
+    answers = iter([ValueError("Expecting value")] * 1000)
+    with pytest.raises(ValueError, match="Expecting value"):  # a manager that never comes up still fails
+        launcher._check_rest_server(8080)
+    assert compat.MANAGER_START_TIMEOUT <= clock[0] - 3.5 <= compat.MANAGER_START_TIMEOUT + 0.5
+    assert getattr(launcher._check_rest_server, compat._PATCH_MARKER)

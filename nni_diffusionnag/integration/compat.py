@@ -23,6 +23,12 @@ What :func:`install` does, and why:
    NNI manager sends on resume, ``Ping``, ...). Unpatched, it raises ``ValueError`` (``channel.py``
    L204), which kills the engine's listener thread: no more trial requests arrive and the
    strategy waits forever.
+5. Gives the NNI manager :data:`MANAGER_START_TIMEOUT` seconds to come up when an experiment is
+   started from Python. ``launcher._check_rest_server`` (``nni/experiment/launcher.py`` L193-202)
+   tries three times a second apart and counts any answer that is not JSON as a failure, but a
+   manager that is still starting answers ``INITIALIZING`` as plain text; on a busy machine that
+   phase lasts longer than 3 s and ``NasExperiment.run()`` fails with "Create experiment failed:
+   Expecting value". ``nnictl`` has its own check, which waits 20 s and takes any answer.
 
 In addition, :class:`DiffusionNAGExperiment` is a ``NasExperiment`` whose models dump
 ``mutation_summary`` (the sample) so that the hyper-parameter chart of NNI's web portal shows
@@ -38,7 +44,7 @@ import shutil
 import threading
 import warnings
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 __all__ = [
     "install",
@@ -96,6 +102,35 @@ def _patch_experiment_start() -> None:
     Experiment._start_nni_manager = start_nni_manager
 
 
+#: Seconds an experiment started from Python waits for its NNI manager's REST server (item 5).
+MANAGER_START_TIMEOUT = 60.0
+
+
+def _patch_rest_server_check() -> None:
+    """Wait up to :data:`MANAGER_START_TIMEOUT` s for the manager to answer ``/check-status`` with
+    JSON, instead of NNI's three tries a second apart (see item 5 of the module docstring)."""
+    import time
+
+    from nni.experiment import launcher, rest
+
+    if getattr(launcher._check_rest_server, _PATCH_MARKER, False):
+        return
+
+    def check_rest_server(port: int, retry: int = 3, url_prefix: Optional[str] = None) -> None:
+        deadline = time.monotonic() + MANAGER_START_TIMEOUT
+        while True:
+            try:
+                rest.get(port, "/check-status", url_prefix)
+                return
+            except Exception:  # noqa: BLE001 - not up yet, or 'INITIALIZING' (not JSON): as NNI, retry
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.5)
+
+    setattr(check_rest_server, _PATCH_MARKER, True)
+    launcher._check_rest_server = check_rest_server
+
+
 def is_installed() -> bool:
     """Whether :func:`install` has run in this process."""
     return _installed
@@ -116,6 +151,7 @@ def install() -> None:
         _patch_checkpoint_guard()
         _patch_tuner_channel_receive()
         _patch_experiment_start()
+        _patch_rest_server_check()
         _installed = True
         _logger.debug("NNI 3.0 compatibility fixes installed")
 
