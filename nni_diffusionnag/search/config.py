@@ -103,7 +103,7 @@ class LoopConfig:
 
     ``batch_size`` architectures are proposed per round (more: fewer refits, less adaptivity;
     None, the default: 1 where the surrogate is the GP over decisions, which refits in
-    milliseconds, so every result counts before the next proposal (docs/benchmarks.md §8), and
+    0.3-1.2 s (20-200 results), so every result counts before the next proposal (docs/benchmarks.md §8), and
     with the GNN ensemble, whose refit takes about a second, 2 on one objective (on NB201 2 needed
     fewer trained architectures than 5 and as few as 1 at half its cost, docs/benchmarks.md §3) and
     5 with ``objectives`` (a batch picked for hypervolume spreads along the front; 2 lowered the
@@ -161,7 +161,7 @@ class LoopConfig:
     different samples that build the same network, e.g. a cell whose parallel branches are summed
     (any order of them is one network) or NAS-Bench-Graph's isomorphic cells. NNI de-duplicates
     samples, not networks, and neither can this package without knowing the space: on
-    NAS-Bench-Graph the search without it trained the same network again in 8-34% of 200 trials,
+    NAS-Bench-Graph the search without it trained the same network again in 8-22% of 200 trials,
     once near the best it varied it by swapping branches (docs/benchmarks.md §10, 'The same network
     twice'). None (the default): samples are compared as they are.
     """

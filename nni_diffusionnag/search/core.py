@@ -182,7 +182,7 @@ class SearchCore:
             else:
                 self._init_meta(prior)
 
-        # proposals per refit: the configured ones, else 1 with a GP (refits cost milliseconds) and
+        # proposals per refit: the configured ones, else 1 with a GP (a refit costs 0.3-1.2 s) and
         # with the GNN ensemble (about a second) 2 on one objective, 5 on several (a batch picked for
         # hypervolume spreads along the front); config.LoopConfig says why
         kind = surrogate_kind(space, self.generator.surrogate_config)
