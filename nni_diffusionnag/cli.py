@@ -389,9 +389,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     if isinstance(args.seeds, list) and args.which not in ("hpo", "nbgraph", "nbgraph-transfer", "multiobjective"):
         raise SystemExit(f"bench {args.which}: --seeds takes a number of seeds (a list or range is for bench hpo, "
                          "nbgraph and multiobjective)")
-    args.budget_given = args.budget is not None
     if args.budget is None:
-        args.budget = {"hpo": 60, "durability": 50, "nbgraph": 200, "nbgraph-transfer": 20, "multiobjective": 100, "latency": 250}.get(args.which, 300)
+        args.budget = {"hpo": 60, "durability": 50, "speed": 20, "nbgraph": 200, "nbgraph-transfer": 20, "multiobjective": 100, "latency": 250}.get(args.which, 300)
     if args.which == "latency":
         import json
 
@@ -422,8 +421,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     elif args.which == "speed":
         from .bench.speed import run_speed_bench, summarize
 
-        result = run_speed_bench(args.output, args.spaces.split(","), device=args.device,
-                                 n_results=args.budget if args.budget_given else 20)
+        result = run_speed_bench(args.output, args.spaces.split(","), device=args.device, n_results=args.budget)
     elif args.which == "nbgraph" and args.merge:
         from .bench.nbgraph import merge_results, summarize
 

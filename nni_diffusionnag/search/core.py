@@ -215,7 +215,7 @@ class SearchCore:
         # LoopConfig.dedup_key: graphs with one key are one architecture (keys cached per graph)
         self._dedup_key = config.loop.dedup_key
         self._ids: Dict[Key, Any] = {}
-        self._dedup_failed = 0  # samples on which dedup_key raised (each then compared as itself)
+        self._dedup_warned = False  # dedup_key raised on a sample (then compared as itself): warned once
         if self._dedup_key is not None:
             self._check_dedup_key()
             self.generator.identity = self._identity
@@ -260,11 +260,11 @@ class SearchCore:
             except Exception as err:  # noqa: BLE001 - a user's function failing on one sample must not end the search
                 # checked on one sample at construction; any other may still fail: compare it as itself
                 ident = ("sample", key)
-                if not self._dedup_failed:
+                if not self._dedup_warned:
                     _logger.warning("DiffusionNAG: dedup_key=%r raised %s: %s on %r; such samples are compared as "
                                     "they are (this warning is shown once)", self._dedup_key, type(err).__name__,
                                     err, sample)
-                self._dedup_failed += 1
+                self._dedup_warned = True
             self._ids[key] = ident
         return self._ids[key]
 
