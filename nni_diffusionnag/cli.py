@@ -476,6 +476,13 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_check(args: argparse.Namespace) -> int:
+    from .integration.check import check_config
+
+    print(check_config(args.config))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nni-diffusionnag", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -509,6 +516,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help=HELP)
     add_report_arguments(p)
     p.set_defaults(func=run_report)
+
+    p = sub.add_parser("check", help="check an nnictl experiment config (DiffusionNAG's classArgs and the search space) "
+                                      "before `nnictl create`, which in NNI 3.0 does not")
+    p.add_argument("config", help="the experiment's YAML config file")
+    p.set_defaults(func=_cmd_check)
 
     p = sub.add_parser("train-meta", help="train a meta-surrogate on task tables (transferable NAS)")
     _add_common(p)

@@ -70,6 +70,41 @@ def test_discretize_and_off_grid_values():
         space_for_search_space(SPACE, discretize={"lrr": 4})
 
 
+def test_discretize_lists_the_values_of_a_parameter():
+    space = space_for_search_space(SPACE, discretize={"lr": [1e-3, 1e-2, 1e-3], "width": [32, 64], "depth": [1, 3],
+                                                      "init": [-1, 2]})
+    values = {d.label: d.values for d in space.decisions}
+    assert values["lr"] == (1e-3, 1e-2) and values["width"] == (32, 64) and values["depth"] == (1, 3)
+    assert values["init"] == (-1.0, 2.0) and type(values["width"][0]) is int
+    for given, match in [({"lr": [0.5]}, "outside its range"), ({"width": [20]}, "off its q grid"),
+                         ({"depth": [4]}, "outside its range"), ({"temp": [-1]}, "outside its range"),
+                         ({"lr": ["a"]}, "not all numbers"), ({"act": [1]}, "discretize applies to numbers")]:
+        label = next(iter(given))
+        with pytest.raises(UnsupportedSpaceError, match=f"'{label}'.*{match}"):
+            space_for_search_space(SPACE, discretize=given)
+
+
+def test_choice_options_as_nni_sees_them(caplog):
+    """Dicts without '_name' are plain values, a value listed twice is one option, 1 and True are
+    two, and nested options come back with the _name as given (an int stays an int)."""
+    space = space_for_search_space({
+        "d": {"_type": "choice", "_value": [{"k": 1}, {"k": 2}, 3]},
+        "mixed": {"_type": "choice", "_value": [{"_name": "a"}, {"k": 1}]},
+        "dup": {"_type": "choice", "_value": ["x", "x", "y"]},
+        "b": {"_type": "choice", "_value": [1, True]},
+        "n": {"_type": "choice", "_value": [{"_name": 1}, {"_name": 2, "w": {"_type": "choice", "_value": [4, 8]}}]}})
+    values = {d.label: d.values for d in space.decisions}
+    assert values["d"] == ({"k": 1}, {"k": 2}, 3) and values["mixed"] == ({"_name": "a"}, {"k": 1})
+    assert values["dup"] == ("x", "y") and "'dup' lists a value more than once" in caplog.text
+    assert "only some options of 'mixed' have '_name'" in caplog.text
+    assert len(values["b"]) == 2 and values["n"] == (1, 2) and set(space.labels) == {"d", "mixed", "dup", "b", "n", "n/2/w"}
+    samples = [space.types_to_sample(t) for t in space.random_types(200, np.random.default_rng(0))]
+    assert {json.dumps(s["b"]) for s in samples} == {"1", "true"}
+    assert {json.dumps(s["n"]["_name"]) for s in samples} == {"1", "2"}
+    for s in samples:  # JSON text: in Python {'b': True} == {'b': 1}
+        assert json.dumps(space.types_to_sample(space.sample_to_types(s))) == json.dumps(s)
+
+
 def test_nested_choice_sends_only_the_chosen_option():
     nested = {"layer": {"_type": "choice", "_value": [
         {"_name": "conv", "ks": {"_type": "choice", "_value": [3, 5]}, "ch": {"_type": "randint", "_value": [1, 3]}},
@@ -90,8 +125,11 @@ def test_nested_choice_sends_only_the_chosen_option():
 
 
 @pytest.mark.parametrize("spec, match", [
-    ({"x": {"_type": "choice", "_value": [{"_name": "a"}, {"_name": "a"}]}}, "same _name"),
-    ({"x": {"_type": "uniform", "_value": [1]}}, "needs 2 numbers"),
+    ({"x": {"_type": "choice", "_value": [{"_name": "a"}, {"_name": "a"}]}}, "_name read the same"),
+    ({"x": {"_type": "choice", "_value": [{"_name": 1}, {"_name": "1"}]}}, "_name read the same"),
+    ({"x": {"_type": "uniform", "_value": [1]}}, "needs exactly 2 numbers"),
+    ({"x": {"_type": "uniform", "_value": [0, 1, 5]}}, "needs exactly 2 numbers"),  # as NNI's own validation
+    ({"x": {"_type": "qnormal", "_value": [0, 1]}}, "needs exactly 3 numbers"),
     ({"x": {"_type": "quniform", "_value": [0, 1, 0]}}, "q > 0"),
     ({"x": {"_type": "uniform", "_value": [0, float("inf")]}}, "non-finite"),
     ({"x": {"_type": "uniform", "_value": ["a", "b"]}}, "non-numeric"),

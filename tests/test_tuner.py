@@ -98,7 +98,7 @@ def test_search_space_encoding(search_space):
     (lambda s: s.update({"n": {"_type": "randint", "_value": [5, 5]}}), r"'n' .* needs low < high"),
     (lambda s: s.update({"x": {"_type": "normal", "_value": [0, -1]}}), r"'x' .* needs sigma > 0"),
     (lambda s: s.update({"cell/0_1": {"_type": "choice", "_value": []}}), r"'cell/0_1' .* non-empty _value"),
-    (lambda s: s.update({"cell/0_1": {"_type": "choice", "_value": [{"_name": "a"}, 3]}}), r"'cell/0_1' .* mixes"),
+    (lambda s: s.update({"w": {"_type": "quniform", "_value": [16, 256]}}), r"'w' .* needs exactly 3 numbers"),
     (lambda s: s.update({"cell/0_1": "conv"}), r"'cell/0_1' = 'conv' is not a"),
     (lambda s: s.clear(), r"empty"),
 ])
@@ -274,6 +274,8 @@ def test_update_search_space_again(make_tuner, search_space):
     p = tuner.generate_parameters(0)
     tuner.receive_trial_result(0, p, 1.0)
     tuner.update_search_space(json.loads(json.dumps(search_space)))  # same space: history kept
+    assert len(tuner.history()) == 1
+    tuner.update_search_space(dict(reversed(list(search_space.items()))))  # its keys in another order: the same
     assert len(tuner.history()) == 1
     tuner.update_search_space({"nb/" + k[5:]: v for k, v in search_space.items()})  # another: starts over
     assert tuner.history() == [] and list(tuner.generate_parameters(1))[0] == "nb/0_1"

@@ -32,6 +32,7 @@ gives the dispatcher 10 s to connect, and the dispatcher builds the tuner before
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from pathlib import Path
@@ -72,6 +73,15 @@ def _config_from_class_args(class_args: Mapping[str, Any]) -> SearchConfig:
                          .replace("valid arguments:", "valid classArgs:")) from None
 
 
+def _content(search_space: Mapping[str, Any]) -> str:
+    """The search space with its dict keys sorted: equal for the same space written in another
+    key order (the order of a ``choice`` list stays: it is the order of its options)."""
+    try:
+        return json.dumps(search_space, sort_keys=True, default=repr)
+    except TypeError:  # keys of several types cannot be sorted: compare as written
+        return repr(search_space)
+
+
 class DiffusionNAGTuner(Tuner):
     """DiffusionNAG (An et al., ICLR 2024) as an NNI tuner over any legacy search space.
 
@@ -93,6 +103,7 @@ class DiffusionNAGTuner(Tuner):
         self.core: Any = None  # nni_diffusionnag.search.core.SearchCore, built by update_search_space
         self._served: Dict[int, Any] = {}  # parameter id -> parameters, for every id served
         self._deferred: List[Any] = []  # import_data before the search space: replayed with it
+        self._content: Optional[str] = None  # the search space in use, keys sorted (see _content)
 
     @property
     def space(self) -> Any:
@@ -102,17 +113,19 @@ class DiffusionNAGTuner(Tuner):
     def update_search_space(self, search_space: Mapping[str, Any]) -> None:
         """Encode the search space; an unsupported one raises ``UnsupportedSpaceError`` naming the label.
 
-        The same space again (``nnictl update searchspace`` with equal content) keeps the history;
-        a different one starts the search over.
+        The same space again (``nnictl update searchspace`` with equal content, its keys in any
+        order) keeps the history; a different one starts the search over.
         """
         from ..search.core import SearchCore
         from ..space.legacy import space_for_search_space
 
         space = space_for_search_space(search_space, discretize=self.config.prior.discretize)
-        if (self.core is not None and space.labels == self.core.space.labels
-                and space.signature() == self.core.space.signature()):
+        content = _content(search_space)
+        if self.core is not None and (content == self._content or (
+                space.labels == self.core.space.labels and space.signature() == self.core.space.signature())):
             _logger.info("DiffusionNAGTuner: search space unchanged; the search goes on")
             return
+        self._content = content
         if self.core is not None:
             _logger.warning("DiffusionNAGTuner: the search space changed; the search starts over")
         self.core = SearchCore(space, self.config)

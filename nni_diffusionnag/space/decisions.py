@@ -22,6 +22,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, List, Mapping, Optional, Sequence, Tuple
 
+import numpy as np
+
 __all__ = ["Choice", "MultiChoice", "Condition", "Decision", "quantile_bins", "round_significant"]
 
 CATEGORICAL = "categorical"
@@ -95,7 +97,11 @@ Decision = Any  # Choice | MultiChoice | Condition
 
 
 def _equal(a: Any, b: Any) -> bool:
-    """``a == b`` as ``value in values`` sees it, False where the comparison fails (arrays...)."""
+    """``a == b`` as ``value in values`` sees it, except that a bool equals only a bool (``True`` and
+    ``1`` are two options of ``[1, True]``, as JSON and NNI see them); False where the comparison
+    fails (arrays...)."""
+    if isinstance(a, (bool, np.bool_)) != isinstance(b, (bool, np.bool_)):
+        return False
     try:
         return bool(a == b)
     except Exception:  # noqa: BLE001 - values of any type: incomparable means different

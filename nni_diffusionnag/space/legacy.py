@@ -6,8 +6,9 @@ the paper's 8-node cell graph, everything else the generic decision graph
 (:class:`~nni_diffusionnag.space.generic.GenericSpace`, one node per decision), through these
 rules per ``_type``:
 
-- ``choice``: one value of the list. A *nested* choice (every option a dict with ``_name``) is a
-  decision over the option names, and each option's own parameters are decisions labelled
+- ``choice``: one value of the list (a value listed twice is one option; options are compared as
+  JSON sees them, so ``1`` and ``True`` are two). A *nested* choice (every option a dict with
+  ``_name``) is a decision over the option names (sent back as given, ``1`` as ``1``), and each option's own parameters are decisions labelled
   ``label/<name>/<param>``; the parameters sent to a trial are NNI's nested form
   ``{label: {'_name': name, param: value, ...}}`` with only the chosen option's parameters, and
   two graphs that differ only in unchosen options count as the same architecture.
@@ -18,17 +19,19 @@ rules per ``_type``:
   (``uniform``, ``loguniform``, ``normal``, ``lognormal``, ``qnormal``, ``qlognormal``), is binned:
   ``discretize`` (default :data:`DEFAULT_BINS`; an int for all, or ``{label: n}``) values at the
   mid-quantiles ``(i + 0.5) / n`` of the declared distribution, snapped to ``q`` where there is
-  one (:func:`~nni_diffusionnag.space.decisions.quantile_bins`). Every value sent to a trial is
+  one (:func:`~nni_diffusionnag.space.decisions.quantile_bins`); ``{label: [v1, v2, ...]}`` gives a
+  parameter's values instead (each inside the declared range, on its ``q`` grid if it has one). Every value sent to a trial is
   therefore inside the declared range and of the declared type; a value off the grid (an
   imported result) maps to the bin of nearest quantile.
 
-Anything else (an unknown ``_type``, an empty ``_value``, ``low >= high``, a non-positive
-``loguniform`` bound or ``sigma``) raises :class:`~nni_diffusionnag.exceptions.UnsupportedSpaceError`
+Anything else (an unknown ``_type``, an empty ``_value``, a ``_value`` of the wrong length,
+``low >= high``, a non-positive ``loguniform`` bound or ``sigma``) raises :class:`~nni_diffusionnag.exceptions.UnsupportedSpaceError`
 naming the label. Nothing here imports NNI.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from statistics import NormalDist
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
@@ -37,7 +40,7 @@ import numpy as np
 
 from ..exceptions import UnsupportedSpaceError
 from .base import GraphSpace
-from .decisions import Choice, quantile_bins
+from .decisions import Choice, _equal, quantile_bins
 from .generic import GenericSpace
 from .nasbench201 import NNI_OPS, NasBench201Space
 
@@ -47,7 +50,10 @@ DEFAULT_BINS = 8
 MAX_GRID = 32
 TYPES = ("choice", "randint", "uniform", "quniform", "loguniform", "qloguniform", "normal", "qnormal",
          "lognormal", "qlognormal")
-Discretize = Union[None, int, Mapping[str, int]]
+Discretize = Union[None, int, Mapping[str, Union[int, Sequence[float]]]]
+Bins = Union[int, Sequence[float]]  # a number of bins, or the values themselves
+
+_logger = logging.getLogger(__name__)
 
 
 def _integral(*xs: Any) -> bool:
@@ -97,7 +103,29 @@ def _grid(label: str, low: float, high: float, q: float, as_int: bool, limit: in
     return out
 
 
-def _decision(label: str, spec: Any, bins: int, max_grid: int) -> Tuple[Choice, Optional[List[Any]]]:
+def _unique(values: Sequence[Any]) -> List[Any]:
+    """``values`` without repeats, in order (bool-strict, as :class:`Choice` compares them)."""
+    out: List[Any] = []
+    for v in values:
+        if not any(_equal(v, u) for u in out):
+            out.append(v)
+    return out
+
+
+def _given_values(label: str, spec: Any, values: Sequence[Any], inside: Callable[[float], bool],
+                  snap: Callable[[float], Any]) -> List[Any]:
+    """``discretize={label: [...]}``: the user's values, each checked against the declared domain."""
+    try:
+        nums = [float(x) for x in values]
+    except (TypeError, ValueError):
+        raise _fail(label, spec, f"got discretize values {list(values)!r}, which are not all numbers") from None
+    bad = [x for x, f in zip(values, nums) if not (math.isfinite(f) and inside(f) and abs(snap(f) - f) <= 1e-9 * max(1.0, abs(f)))]
+    if bad or not nums:
+        raise _fail(label, spec, f"got discretize values {bad or list(values)!r} outside its range or off its q grid")
+    return _unique([snap(f) for f in nums])
+
+
+def _decision(label: str, spec: Any, bins: Bins, max_grid: int) -> Tuple[Choice, Optional[List[Any]]]:
     """The decision of one parameter (for a nested choice also its options)."""
     if not isinstance(spec, Mapping) or "_type" not in spec or "_value" not in spec:
         raise _fail(label, spec, "is not a {'_type': ..., '_value': [...]} dict")
@@ -106,24 +134,32 @@ def _decision(label: str, spec: Any, bins: int, max_grid: int) -> Tuple[Choice, 
         raise _fail(label, spec, f"has the unknown _type {kind!r}")
     if not isinstance(v, (list, tuple)) or not v:
         raise _fail(label, spec, "needs a non-empty _value list")
+    given = isinstance(bins, (list, tuple))
     if kind == "choice":
+        if given:
+            raise _fail(label, spec, "is a choice, whose values are listed already: discretize applies to numbers")
         if _nested(v):
-            names = [str(o["_name"]) for o in v]
-            if len(set(names)) != len(names):
-                raise _fail(label, spec, "has two nested options with the same _name")
+            names = [o["_name"] for o in v]
+            if len({str(n) for n in names}) != len(names):  # their parameters' labels read label/<name>/...
+                raise _fail(label, spec, "has two nested options whose _name read the same")
             return Choice(label, tuple(names)), list(v)
-        if any(isinstance(o, Mapping) for o in v):
-            raise _fail(label, spec, "mixes dict options with plain ones (a nested choice needs '_name' in every option)")
-        return Choice(label, tuple(v)), None
+        if any(isinstance(o, Mapping) and "_name" in o for o in v):
+            _logger.warning("search space: only some options of '%s' have '_name'; like NNI's tuners, DiffusionNAG "
+                            "treats them all as plain values (give every option a '_name' for a nested choice)", label)
+        values = _unique(v)
+        if len(values) < len(v):
+            _logger.warning("search space: '%s' lists a value more than once; each value is one option: %s",
+                            label, values)
+        return Choice(label, tuple(values)), None
     try:
         nums = [float(x) for x in v]
     except (TypeError, ValueError):
         raise _fail(label, spec, "has non-numeric bounds") from None
     if not all(math.isfinite(x) for x in nums):
         raise _fail(label, spec, "has non-finite bounds")
-    need = {"randint": 2, "uniform": 2, "loguniform": 2, "normal": 2, "lognormal": 2}.get(kind, 3)
-    if len(nums) < need:
-        raise _fail(label, spec, f"needs {need} numbers in _value")
+    need = 3 if kind.startswith("q") else 2  # as NNI's own validation of search spaces
+    if len(nums) != need:
+        raise _fail(label, spec, f"needs exactly {need} numbers in _value")
     a, b = nums[0], nums[1]
     q = nums[2] if kind.startswith("q") else None
     if q is not None and q <= 0:
@@ -132,6 +168,9 @@ def _decision(label: str, spec: Any, bins: int, max_grid: int) -> Tuple[Choice, 
         lo, hi = math.ceil(a), math.ceil(b)
         if hi <= lo:
             raise _fail(label, spec, "needs low < high")
+        if given:
+            values = _given_values(label, spec, bins, lambda x: lo <= x < hi, lambda x: int(round(x)))
+            return Choice(label, tuple(values), "numerical", cdf=lambda x: (x - lo) / (hi - lo)), None
         if hi - lo <= max_grid:
             return Choice(label, tuple(range(lo, hi))), None
         ppf = lambda p: lo + p * (hi - lo)  # noqa: E731
@@ -146,7 +185,11 @@ def _decision(label: str, spec: Any, bins: int, max_grid: int) -> Tuple[Choice, 
         else:
             ppf, cdf = dist.inv_cdf, dist.cdf
         as_int = q is not None and _integral(q)
-        values = quantile_bins(ppf, bins, snap=_snapper(None, None, q, as_int), label=label)
+        if given:
+            positive = kind.endswith("lognormal")
+            values = _given_values(label, spec, bins, lambda x: x > 0 or not positive, _snapper(None, None, q, as_int))
+        else:
+            values = quantile_bins(ppf, bins, snap=_snapper(None, None, q, as_int), label=label)
         return Choice(label, tuple(values), "numerical", cdf=cdf), None
     if b <= a:
         raise _fail(label, spec, "needs low < high")
@@ -160,6 +203,9 @@ def _decision(label: str, spec: Any, bins: int, max_grid: int) -> Tuple[Choice, 
         ppf = lambda p: a + p * (b - a)  # noqa: E731
         cdf = lambda x: (x - a) / (b - a)  # noqa: E731
     as_int = q is not None and _integral(a, b, q)
+    if given:
+        values = _given_values(label, spec, bins, lambda x: a <= x <= b, _snapper(a, b, q, as_int))
+        return Choice(label, tuple(values), "numerical", cdf=cdf), None
     if q is not None:
         grid = _grid(label, a, b, q, as_int, max_grid)
         if grid is not None:
@@ -258,7 +304,7 @@ def space_for_search_space(search_space: Mapping[str, Any], discretize: Discreti
             if name == "_name":
                 continue
             label = f"{prefix}{name}"
-            bins = DEFAULT_BINS
+            bins: Bins = DEFAULT_BINS
             if isinstance(discretize, Mapping):
                 bins = discretize.get(label, DEFAULT_BINS)
                 if label in discretize:
@@ -269,7 +315,7 @@ def space_for_search_space(search_space: Mapping[str, Any], discretize: Discreti
             decisions.append(choice)
             param = _Param(str(name), label, choice)
             if options is not None:
-                param.options = {str(o["_name"]): build(o, f"{label}/{o['_name']}/") for o in options}
+                param.options = {o["_name"]: build(o, f"{label}/{o['_name']}/") for o in options}
             params.append(param)
         return params
 
