@@ -294,3 +294,24 @@ def test_dedup_key_by_name_for_yaml():
     import json
 
     assert config.loop.dedup_key is json.dumps and "dedup_key" in config.describe()
+
+
+def test_tight_constraints_are_not_an_exhausted_space():
+    """1 draw in 400 passes the constraint: rounds that find nothing grow until they do, so the
+    search keeps proposing (it used to stop after 0-8 proposals of such a space)."""
+    from nni_diffusionnag.space.decisions import Choice, Condition
+    from nni_diffusionnag.space.generic import GenericSpace
+
+    def tight(sample):
+        return None if sample["a"] == sample["b"] and sample["c"] == sample["d"] else ValueError("a != b or c != d")
+
+    space = GenericSpace([*(Choice(x, tuple(range(20))) for x in "abcd"), Condition("tight", tight)], name="tight")
+    core = SearchCore(space, SearchConfig.from_kwargs(seed=0, warmup=4, n_candidates=20, device="cpu",
+                                                      sampler=dict(num_steps=10)))
+    got = []
+    for i in range(8):
+        proposal = core.propose(1)
+        assert proposal, f"exhausted after {i} proposals"
+        got.append(proposal[0])
+        core.observe(proposal[0], float(proposal[0]["a"] + proposal[0]["c"]))
+    assert all(tight(s) is None for s in got) and len({core.key_of(s) for s in got}) == 8

@@ -332,3 +332,35 @@ def test_product_space_detection_and_the_exact_prior(caplog, monkeypatch, tmp_pa
     assert not isinstance(prior_cache.prior_for_space(free, device="cpu", kind="learned", time_budget_s=2,
                                                       net_config=TINY, num_samples=64, progress=False),
                           ProductPrior)
+
+
+def test_values_without_equality_match_their_deep_copies():
+    """NNI's simplified format deep-copies a sample; a choice of functools.partial (no value
+    equality) must still decode, as NNI itself builds it."""
+    import copy
+    import functools
+
+    import nni
+    import torch
+    from nni.nas.nn.pytorch import ModelSpace
+    from nni.nas.space import SimplifiedModelSpace
+
+    from nni_diffusionnag.integration.mutables import space_for_model
+
+    norms = [functools.partial(torch.nn.BatchNorm1d, eps=1e-5), functools.partial(torch.nn.BatchNorm1d, eps=1e-3)]
+
+    class Net(ModelSpace):
+        def __init__(self):
+            super().__init__()
+            self.norm = nni.choice("norm", norms)
+            self.add_mutable(self.norm)
+
+        def forward(self, x):
+            return x
+
+    wrapped = SimplifiedModelSpace.from_model(Net())
+    space = space_for_model(wrapped)
+    for i in range(2):
+        sample = copy.deepcopy(space.types_to_sample(np.array([i])))
+        assert sample["norm"] is not norms[i] and space.sample_to_types(sample).tolist() == [i]
+    assert space.sample_to_types({"norm": copy.deepcopy(norms[1])}).tolist() == [1]

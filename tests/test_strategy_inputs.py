@@ -44,6 +44,10 @@ def _search(fn, budget: int = 6, **kwargs) -> DiffusionNAG:
     (dict(prior="/no/such/prior.pt"), r"prior='/no/such/prior.pt' is not a file"),
     (dict(batch_sise=3), r"unknown argument\(s\) \['batch_sise'\]; valid arguments: \['acquisition'"),
     (dict(surrogate=dict(ensemble=0)), r"surrogate=.* is invalid"),
+    (dict(surrogate=dict(lr=math.nan)), r"surrogate lr must be a finite number > 0, got nan"),
+    (dict(surrogate=dict(hidden=16.0)), r"surrogate hidden must be an int, got 16.0"),
+    (dict(sampler=dict(num_steps=2.5)), r"sampler num_steps must be an int, got 2.5"),
+    (dict(sampler=dict(snr=math.nan)), r"sampler snr must be a finite number > 0, got nan"),
 ])
 def test_strategy_arguments_fail_at_construction(kwargs, match):
     with pytest.raises(ValueError, match=match):

@@ -3,6 +3,7 @@ so the tuner validates its arguments before torch is imported)."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from typing import Any, Dict, Optional
 
@@ -42,6 +43,18 @@ class SurrogateConfig:
     refit_steps: Optional[int] = None
 
     def __post_init__(self) -> None:
+        for name in ("hidden", "num_layers", "ensemble", "steps", "batch_size", "gp_steps"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int):
+                raise ValueError(f"surrogate {name} must be an int, got {v!r}")
+        for name in ("lr", "weight_decay"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0 or (
+                    name == "lr" and v == 0):
+                raise ValueError(f"surrogate {name} must be a finite number {'> 0' if name == 'lr' else '>= 0'}, "
+                                 f"got {v!r}")
+        if self.batch_size < 1:
+            raise ValueError(f"surrogate batch_size must be >= 1, got {self.batch_size!r}")
         if self.ensemble < 1 or self.steps < 0 or self.hidden < 1 or self.num_layers < 1 or self.gp_steps < 1:
             raise ValueError(f"invalid surrogate settings: {self}")
         if self.kind not in SURROGATE_KINDS:

@@ -57,6 +57,10 @@ _logger = logging.getLogger(__name__)
 
 #: What the surrogate predicted for each proposal, in the experiment's checkpoint folder (both routes).
 PREDICTIONS_FILE = "diffusionnag-predictions.jsonl"
+# A proposal round that yields nothing new is followed by one with this many times its candidates
+# (SearchCore.propose): tight constraints reject most draws, and patience rounds of a fixed size
+# would end a search that still has architectures left.
+EMPTY_ROUND_GROWTH = 8
 
 Key = Tuple[int, ...]
 Sample = Dict[str, Any]
@@ -323,7 +327,9 @@ class SearchCore:
         """Up to ``k`` new architectures as samples, each marked submitted.
 
         Fewer than ``k`` (possibly none) only when ``patience`` proposal rounds in a row produced
-        nothing new: the search is exhausted.
+        nothing new: the search is exhausted. Each empty round draws :data:`EMPTY_ROUND_GROWTH`
+        times the candidates of the one before, so a space whose constraints admit few
+        architectures (say 1 in 400 draws) is not mistaken for an exhausted one.
         """
         out: List[Sample] = []
         empty_rounds = 0
@@ -344,7 +350,7 @@ class SearchCore:
                 _logger.warning("DiffusionNAG: %d proposal rounds in a row produced no new architecture (%d "
                                 "submitted so far); the search is exhausted", empty_rounds, len(self._submitted))
                 break
-            batch = self._round()
+            batch = self._round(self.config.loop.n_candidates * EMPTY_ROUND_GROWTH ** empty_rounds)
             with self._lock:
                 claimed = self._claimed()
                 fresh = [t for t in batch if self._identity(t) not in claimed]
@@ -352,8 +358,9 @@ class SearchCore:
             empty_rounds = 0 if fresh else empty_rounds + 1
         return out
 
-    def _round(self) -> np.ndarray:
-        """One proposal round: warm-up draws, or a refit followed by guided generation."""
+    def _round(self, n_candidates: int) -> np.ndarray:
+        """One proposal round of ``n_candidates`` per generation: warm-up draws, or a refit followed
+        by guided generation."""
         with self._round_lock, _torch_threads(self.config.loop.threads):
             t0 = time.time()
             with self._lock:
@@ -374,15 +381,15 @@ class SearchCore:
                 self._refit_from_meta(history)
                 local = dict(anchors=self._anchors(history), local_fraction=loop.local_fraction,
                              local_t=loop.local_noise, local_mix=loop.local_mix) if self._sources and history else {}
-                batch = gen.propose(self.batch_size, exclude, loop.n_candidates, self.scale, acq.acquisition, acq.kappa,
+                batch = gen.propose(self.batch_size, exclude, n_candidates, self.scale, acq.acquisition, acq.kappa,
                                     **local)
                 how = "meta-guided"
             elif self.mo is not None and n_warm == 0 and len(history) >= 2:
-                batch = self._mo_round(history, exclude)
+                batch = self._mo_round(history, exclude, n_candidates)
                 how = "Pareto-guided"
             elif n_warm == 0 and len(history) >= 2:
                 self._refit(history, pending)
-                batch = gen.propose(self.batch_size, exclude, loop.n_candidates, self.scale, acq.acquisition, acq.kappa,
+                batch = gen.propose(self.batch_size, exclude, n_candidates, self.scale, acq.acquisition, acq.kappa,
                                     anchors=self._anchors(history), local_fraction=loop.local_fraction,
                                     local_t=loop.local_noise, near=self._stalled_best(history),
                                     local_mix=loop.local_mix)
@@ -390,10 +397,10 @@ class SearchCore:
             else:
                 k = n_warm or self.batch_size
                 if rank_fn is not None:
-                    batch = gen.propose(k, exclude, loop.n_candidates, scale=0.0, rank_fn=rank_fn)
+                    batch = gen.propose(k, exclude, n_candidates, scale=0.0, rank_fn=rank_fn)
                     how = "dataset-guided"
                 else:
-                    batch = self._warmup_draws(k, exclude)
+                    batch = self._warmup_draws(k, exclude, n_candidates)
                     how = "unguided"
             _logger.info("DiffusionNAG: %d %s proposals in %.2f s (%d results so far)", len(batch), how,
                          time.time() - t0, len(history))
@@ -441,10 +448,10 @@ class SearchCore:
             _logger.warning("DiffusionNAG: could not write predictions to %s (%s)", self.prediction_log, err)
             self.prediction_log = None
 
-    def _mo_round(self, history: List[Tuple[Key, float]], exclude: set) -> np.ndarray:
+    def _mo_round(self, history: List[Tuple[Key, float]], exclude: set, n_candidates: int) -> np.ndarray:
         """Refit every learned objective, then generate under per-graph trade-offs and pick by
         expected hypervolume improvement (:mod:`.multiobjective`)."""
-        mo, loop, acq = self.mo, self.config.loop, self.config.acquisition
+        mo, acq = self.mo, self.config.acquisition
         types = np.array([k for k, _ in history])
         maximised = self._mo_targets(history)
         if len(history) > self._fitted_on:
@@ -452,7 +459,7 @@ class SearchCore:
             mo.fit(types, maximised)
             self._fitted_on = len(history)
         rng = np.random.default_rng([self.seed, len(history), self.generator._calls])
-        return mo.propose(self.batch_size, exclude, loop.n_candidates, self.scale, acq.kappa, maximised, rng)
+        return mo.propose(self.batch_size, exclude, n_candidates, self.scale, acq.kappa, maximised, rng)
 
     def _mo_targets(self, history: Sequence[Tuple[Key, float]]) -> np.ndarray:
         """``[n, m]`` values multi-objective search learns, guides and selects on, all to maximise:
@@ -522,7 +529,7 @@ class SearchCore:
         best = np.argsort(-values, kind="stable")[:self.config.loop.local_anchors]
         return np.array([history[i][0] for i in best]).reshape(len(best), self.space.num_nodes)
 
-    def _warmup_draws(self, k: int, exclude: set) -> np.ndarray:
+    def _warmup_draws(self, k: int, exclude: set, n_candidates: int) -> np.ndarray:
         """``k`` unguided graphs: prior samples, or with ``warmup_design='balanced'`` and an exact
         product prior a balanced design (topped up with prior samples where the constraints or
         ``exclude`` refuse some of it)."""
@@ -534,7 +541,7 @@ class SearchCore:
             design = design[gen.admissible(design, exclude)]
         if len(design) < k:
             more = exclude | {self._identity(t) for t in design}
-            rest = gen.propose(k - len(design), more, max(k, self.config.loop.n_candidates // 4), scale=0.0)
+            rest = gen.propose(k - len(design), more, max(k, n_candidates // 4), scale=0.0)
             design = np.concatenate([design, rest]) if len(design) else rest
         return design
 

@@ -103,9 +103,14 @@ def _equal(a: Any, b: Any) -> bool:
     if isinstance(a, (bool, np.bool_)) != isinstance(b, (bool, np.bool_)):
         return False
     try:
-        return bool(a == b)
+        if a == b:
+            return True
     except Exception:  # noqa: BLE001 - values of any type: incomparable means different
         return False
+    # No value equality (functools.partial, plain objects): NNI's simplified format deep-copies a
+    # sample, so its value is a copy of ours. The same type with the same repr is the same value
+    # (a default repr carries the object's address, so two distinct plain objects never match).
+    return type(a) is type(b) and type(a).__eq__ is object.__eq__ and repr(a) == repr(b)
 
 
 def round_significant(value: float, digits: int = 6) -> float:
