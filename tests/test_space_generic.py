@@ -150,6 +150,8 @@ def test_unsupported_numerical_and_discretize():
     assert space.types_to_sample(types)["dropout"] == d.values[min(3, int(sample["dropout"] / 0.125))]
     with pytest.raises(ValueError, match="not numerical decisions.*\\['dropout'\\]"):
         generic_space(model, discretize={"drop": 4})
+    with pytest.raises(ValueError, match=r"values \[nan\] are not in the domain"):  # NNI's contains() takes NaN
+        generic_space(model, discretize={"dropout": [0.1, float("nan")]})
 
 
 def test_fixed_n_chosen_as_binary_nodes_with_repair(toy):

@@ -8,6 +8,8 @@ MobileNetV3, the generic decision graph for anything else.
 
 from __future__ import annotations
 
+import math
+
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
 from nni.mutable import Categorical, CategoricalMultiple, MutableAnnotation, Numerical
@@ -46,7 +48,8 @@ def _binned(label: str, mutable: Numerical, spec: Union[int, Sequence[float]]) -
         for v in map(float, spec):
             if v not in values:
                 values.append(v)
-    bad = [v for v in values if not mutable.contains({mutable.label: v})]
+    # NNI's contains() says yes to NaN (every comparison with it is False): refuse it here
+    bad = [v for v in values if not math.isfinite(v) or not mutable.contains({mutable.label: v})]
     if bad or not values:
         raise ValueError(f"discretize: values {bad or values} are not in the domain of {mutable!r}")
     return Choice(label, tuple(values), kind="numerical", cdf=lambda v: float(mutable.distribution.cdf(v)))
