@@ -247,14 +247,14 @@ def test_no_more_trial_error_when_nothing_new(make_tuner, monkeypatch):
     tuner = make_tuner(patience=2)
     calls = []
 
-    def propose_nothing():
-        calls.append(1)
+    def propose_nothing(n_candidates):
+        calls.append(n_candidates)
         return np.zeros((0, tuner.space.num_nodes), dtype=np.int64)
 
     monkeypatch.setattr(tuner.core, "_round", propose_nothing)
     with pytest.raises(nni.NoMoreTrialError, match="after 2 proposal rounds"):
         tuner.generate_parameters(0)
-    assert len(calls) == 2
+    assert calls == [20, 160]  # each empty round draws 8x the candidates of the one before
     assert tuner.generate_multiple_parameters([1, 2]) == []  # NNI then sends NoMoreTrialJobs
 
 
