@@ -8,10 +8,11 @@ rules per ``_type``:
 
 - ``choice``: one value of the list (a value listed twice is one option; options are compared as
   JSON sees them, so ``1`` and ``True`` are two). A *nested* choice (every option a dict with
-  ``_name``) is a decision over the option names (sent back as given, ``1`` as ``1``), and each option's own parameters are decisions labelled
-  ``label/<name>/<param>``; the parameters sent to a trial are NNI's nested form
-  ``{label: {'_name': name, param: value, ...}}`` with only the chosen option's parameters, and
-  two graphs that differ only in unchosen options count as the same architecture.
+  ``_name``) is a decision over the option names (sent back as given, ``1`` as ``1``), and
+  each option's own parameters are decisions labelled ``label/<name>/<param>``; the parameters
+  sent to a trial are NNI's nested form ``{label: {'_name': name, param: value, ...}}`` with only
+  the chosen option's parameters, and two graphs that differ only in unchosen options count as
+  the same architecture.
 - ``randint [low, high)``: every integer, as ints.
 - ``quniform``/``qloguniform [low, high, q]``: the grid ``clip(round(x / q) * q, low, high)``
   (ints where ``low``, ``high`` and ``q`` are integral, else floats, as NNI's tuners send).
@@ -20,13 +21,13 @@ rules per ``_type``:
   ``discretize`` (default :data:`DEFAULT_BINS`; an int for all, or ``{label: n}``) values at the
   mid-quantiles ``(i + 0.5) / n`` of the declared distribution, snapped to ``q`` where there is
   one (:func:`~nni_diffusionnag.space.decisions.quantile_bins`); ``{label: [v1, v2, ...]}`` gives a
-  parameter's values instead (each inside the declared range, on its ``q`` grid if it has one). Every value sent to a trial is
-  therefore inside the declared range and of the declared type; a value off the grid (an
-  imported result) maps to the bin of nearest quantile.
+  parameter's values instead (each inside the declared range, on its ``q`` grid if it has one).
+  Every value sent to a trial is therefore inside the declared range and of the declared type; a
+  value off the grid (an imported result) maps to the bin of nearest quantile.
 
 Anything else (an unknown ``_type``, an empty ``_value``, a ``_value`` of the wrong length,
-``low >= high``, a non-positive ``loguniform`` bound or ``sigma``) raises :class:`~nni_diffusionnag.exceptions.UnsupportedSpaceError`
-naming the label. Nothing here imports NNI.
+``low >= high``, a non-positive ``loguniform`` bound or ``sigma``) raises
+:class:`~nni_diffusionnag.exceptions.UnsupportedSpaceError` naming the label. Nothing here imports NNI.
 """
 
 from __future__ import annotations
@@ -119,7 +120,8 @@ def _given_values(label: str, spec: Any, values: Sequence[Any], inside: Callable
         nums = [float(x) for x in values]
     except (TypeError, ValueError):
         raise _fail(label, spec, f"got discretize values {list(values)!r}, which are not all numbers") from None
-    bad = [x for x, f in zip(values, nums) if not (math.isfinite(f) and inside(f) and abs(snap(f) - f) <= 1e-9 * max(1.0, abs(f)))]
+    on_grid = lambda f: abs(snap(f) - f) <= 1e-9 * max(1.0, abs(f))  # noqa: E731 - snapping leaves it be
+    bad = [x for x, f in zip(values, nums) if not (math.isfinite(f) and inside(f) and on_grid(f))]
     if bad or not nums:
         raise _fail(label, spec, f"got discretize values {bad or list(values)!r} outside its range or off its q grid")
     return _unique([snap(f) for f in nums])
