@@ -16,7 +16,7 @@ from nni.mutable import Categorical, CategoricalMultiple, MutableAnnotation, Num
 
 from ..exceptions import UnsupportedSpaceError
 from ..space import GraphSpace, MobileNetV3OFASpace, NasBench201Space
-from ..space.decisions import Choice, Condition, Decision, MultiChoice, quantile_bins
+from ..space.decisions import Choice, Condition, Decision, MultiChoice, quantile_bins, unique_values
 from ..space.generic import GenericSpace
 
 __all__ = ["decisions_from_mutables", "generic_space", "space_for_model", "Discretize"]
@@ -44,10 +44,7 @@ def _binned(label: str, mutable: Numerical, spec: Union[int, Sequence[float]]) -
         values = quantile_bins(lambda q: float(mutable.distribution.ppf(q)), spec,
                                snap=lambda v: float(mutable.qclip(v)), label=label)
     else:
-        values = []
-        for v in map(float, spec):
-            if v not in values:
-                values.append(v)
+        values = unique_values([float(v) for v in spec])
     # NNI's contains() says yes to NaN (every comparison with it is False): refuse it here
     bad = [v for v in values if not math.isfinite(v) or not mutable.contains({mutable.label: v})]
     if bad or not values:

@@ -24,7 +24,7 @@ from typing import Any, Callable, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-__all__ = ["Choice", "MultiChoice", "Condition", "Decision", "quantile_bins", "round_significant"]
+__all__ = ["Choice", "MultiChoice", "Condition", "Decision", "quantile_bins", "round_significant", "unique_values"]
 
 CATEGORICAL = "categorical"
 NUMERICAL = "numerical"
@@ -113,6 +113,15 @@ def _equal(a: Any, b: Any) -> bool:
     return type(a) is type(b) and type(a).__eq__ is object.__eq__ and repr(a) == repr(b)
 
 
+def unique_values(values: Sequence[Any]) -> List[Any]:
+    """``values`` without repeats, in order, compared as :meth:`Choice.index_of` compares them."""
+    out: List[Any] = []
+    for v in values:
+        if not any(_equal(v, u) for u in out):
+            out.append(v)
+    return out
+
+
 def round_significant(value: float, digits: int = 6) -> float:
     """``value`` rounded to ``digits`` significant digits (bin values that read well in a portal)."""
     return float(f"{float(value):.{digits}g}")
@@ -128,12 +137,7 @@ def quantile_bins(ppf: Callable[[float], float], n: int, snap: Callable[[float],
     """
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"discretize: need an int >= 1 of bins for '{label}', got {n!r}")
-    out: List[float] = []
-    for i in range(n):
-        v = snap(round_significant(ppf((i + 0.5) / n)))
-        if v not in out:
-            out.append(v)
-    return out
+    return unique_values([snap(round_significant(ppf((i + 0.5) / n))) for i in range(n)])
 
 
 def labels_of(decisions: Sequence[Decision]) -> List[str]:

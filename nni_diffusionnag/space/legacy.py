@@ -41,7 +41,7 @@ import numpy as np
 
 from ..exceptions import UnsupportedSpaceError
 from .base import GraphSpace
-from .decisions import Choice, _equal, quantile_bins
+from .decisions import Choice, quantile_bins, unique_values
 from .generic import GenericSpace
 from .nasbench201 import NNI_OPS, NasBench201Space
 
@@ -104,15 +104,6 @@ def _grid(label: str, low: float, high: float, q: float, as_int: bool, limit: in
     return out
 
 
-def _unique(values: Sequence[Any]) -> List[Any]:
-    """``values`` without repeats, in order (bool-strict, as :class:`Choice` compares them)."""
-    out: List[Any] = []
-    for v in values:
-        if not any(_equal(v, u) for u in out):
-            out.append(v)
-    return out
-
-
 def _given_values(label: str, spec: Any, values: Sequence[Any], inside: Callable[[float], bool],
                   snap: Callable[[float], Any]) -> List[Any]:
     """``discretize={label: [...]}``: the user's values, each checked against the declared domain."""
@@ -124,7 +115,7 @@ def _given_values(label: str, spec: Any, values: Sequence[Any], inside: Callable
     bad = [x for x, f in zip(values, nums) if not (math.isfinite(f) and inside(f) and on_grid(f))]
     if bad or not nums:
         raise _fail(label, spec, f"got discretize values {bad or list(values)!r} outside its range or off its q grid")
-    return _unique([snap(f) for f in nums])
+    return unique_values([snap(f) for f in nums])
 
 
 def _decision(label: str, spec: Any, bins: Bins, max_grid: int) -> Tuple[Choice, Optional[List[Any]]]:
@@ -148,7 +139,7 @@ def _decision(label: str, spec: Any, bins: Bins, max_grid: int) -> Tuple[Choice,
         if any(isinstance(o, Mapping) and "_name" in o for o in v):
             _logger.warning("search space: only some options of '%s' have '_name'; like NNI's tuners, DiffusionNAG "
                             "treats them all as plain values (give every option a '_name' for a nested choice)", label)
-        values = _unique(v)
+        values = unique_values(v)
         if len(values) < len(v):
             _logger.warning("search space: '%s' lists a value more than once; each value is one option: %s",
                             label, values)
